@@ -1,0 +1,1 @@
+"""Benchmarks (userlb.bench): each against a baseline measured in the same run."""

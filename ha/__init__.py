@@ -1,0 +1,1 @@
+"""High availability for the router (userlb.ha): heartbeats, VRRPv3, takeover."""

@@ -1,0 +1,1 @@
+"""Health checks for real servers (userlb.health): probes, pure policy, runner."""
