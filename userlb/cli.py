@@ -1,14 +1,85 @@
-"""Command line: `userlb run CONFIG`, `userlb demo`, ... (argparse only; no policy here)."""
+"""Command line: argparse only; each command calls into its own module.
+
+  userlb run CONFIG          run the balancer (TUN, plumbing, data path, control socket)
+  userlb demo                build the namespace lab and show traffic being balanced
+  userlb check-config FILE   validate a config; errors as path:line: message
+  userlb show WHAT           services | conns | stats | trace, from a running balancer
+  userlb lab-cleanup         delete namespaces left by killed lab runs
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
+DEFAULT_CTL = "/run/userlb.sock"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from userlb import sched
+    p = argparse.ArgumentParser(
+        prog="userlb", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="An LVS-NAT load balancer in user space.",
+        epilog="schedulers: " + " ".join(sched.available()))
+    sub = p.add_subparsers(dest="command")
+    r = sub.add_parser("run", help="run the balancer with a config file")
+    r.add_argument("config")
+    d = sub.add_parser("demo", help="namespace lab: clients, router, 3 real servers")
+    d.add_argument("--requests", type=int, default=60)
+    d.add_argument("--scheduler", default="wlc")
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("config")
+    s = sub.add_parser("show", help="ask a running balancer")
+    s.add_argument("what", choices=["services", "conns", "stats", "trace"])
+    s.add_argument("--ctl", default=DEFAULT_CTL, help="control socket path")
+    sub.add_parser("lab-cleanup", help="remove namespaces of killed lab runs")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="userlb", description=__doc__)
-    parser.add_subparsers(dest="command")
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        from userlb.daemon import run
+        return run(args.config)
+    if args.command == "demo":
+        from userlb.demo import main as demo
+        return demo(requests=args.requests, scheduler=args.scheduler)
+    if args.command == "check-config":
+        from userlb import config
+        try:
+            cfg = config.load(args.config)
+        except config.ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"{args.config}: OK ({len(cfg.services)} service(s))")
+        return 0
+    if args.command == "show":
+        return _show(args)
+    if args.command == "lab-cleanup":
+        from userlb.lab import cleanup_stale
+        print("\n".join(cleanup_stale()) or "nothing to clean up")
+        return 0
+    _parser().print_help()
+    return 0
+
+
+def _show(args) -> int:
+    from userlb import ctlclient, listing, trace
+    try:
+        result = ctlclient.request(args.ctl, args.what)
+    except ctlclient.ControlError as exc:
+        print(f"userlb: {exc}", file=sys.stderr)
+        return 1
+    if args.what == "services":
+        print(listing.format_services(listing.services_from_json(result["services"]),
+                                      result["table_size"]), end="")
+    elif args.what == "conns":
+        print(listing.format_connections(listing.connections_from_json(result)), end="")
+    elif args.what == "trace":
+        hops = trace.hops_from_json(result)
+        for conn in dict.fromkeys(h.conn for h in hops):
+            print(f"connection {conn}:\n" + trace.render([h for h in hops if h.conn == conn]))
+    else:
+        print(json.dumps(result, indent=2))
     return 0

@@ -1,0 +1,83 @@
+"""EDGE: the control socket: newline-delimited JSON commands over a Unix socket.
+
+Each request is one JSON object {"cmd": NAME, ...}; each reply is
+{"ok": true, "result": ...} or {"ok": false, "error": "..."}. Commands run
+on the data-path thread via DataPath.call(), so they see and change the
+engine between batches. The socket is created mode 0600 (root only).
+Commands: ping, services, conns, stats, trace, edit-dest, timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+
+from userlb import snapshot
+
+log = logging.getLogger("userlb.control")
+
+
+def _edit_dest(engine, now, args):
+    svc = engine.service_of(args["protocol"], args["vip"], int(args["vport"]))
+    engine.edit_dest(svc, args["address"], int(args["port"]), int(args["weight"]))
+    return "ok"
+
+
+COMMANDS = {
+    "ping": lambda engine, now, args: "pong",
+    "services": lambda engine, now, args: {"services": snapshot.services(engine),
+                                           "table_size": engine.table.capacity},
+    "conns": lambda engine, now, args: snapshot.connections(engine, now),
+    "stats": lambda engine, now, args: snapshot.stats(engine),
+    "trace": lambda engine, now, args: engine.trace.as_json(),
+    "edit-dest": _edit_dest,
+    "timeout": lambda engine, now, args: [engine.timeouts.tcp_s, engine.timeouts.tcpfin_s,
+                                          engine.timeouts.udp_s],
+}
+
+
+class ControlServer:
+    def __init__(self, path: str, datapath) -> None:
+        self.path = path
+        self.datapath = datapath
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        old = os.umask(0o077)
+        try:
+            self.server = await asyncio.start_unix_server(self._client, path=self.path)
+        finally:
+            os.umask(old)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                writer.write(json.dumps(await self._handle(line)).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, line: bytes) -> dict:
+        try:
+            request = json.loads(line)
+            fn = COMMANDS[request.pop("cmd")]
+        except (ValueError, KeyError, AttributeError, TypeError):
+            return {"ok": False, "error": f"bad request (commands: {', '.join(COMMANDS)})"}
+        fut = self.datapath.call(lambda engine, now: fn(engine, now, request))
+        try:
+            return {"ok": True, "result": await asyncio.wrap_future(fut)}
+        except Exception as exc:  # an operator's mistake, reported back
+            return {"ok": False, "error": str(exc)}

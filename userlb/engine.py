@@ -1,0 +1,274 @@
+"""The sans-I/O packet engine: a batch of frames in, NAT'd frames and drops out.
+
+Engine.process(batch, now) mirrors IPVS's NAT path (ip_vs_in_hook,
+handle_response, ip_vs_nat_xmit; spec/ipvs.md §3): parse, classify, look
+connections up (in: client → VIP; out: real server → client), schedule new
+flows through the scheduler plug-in, advance IPVS's TCP/UDP state machine with
+the active/inactive counters, rewrite addresses, ports and checksums, and
+handle ICMP errors about NAT'd connections. Every frame ends either in the
+write list or counted under a DropReason; nothing in here raises on packet
+data, reads a clock or touches a socket. Counter bookkeeping lives in
+accounting.py, ICMP in related.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from userlb import icmp, nat, tcpstate
+from userlb.accounting import Accounting
+from userlb.classify import ServiceIndex
+from userlb.conntable import ConnTable
+from userlb.drops import DropReason
+from userlb.frames import FrameBatch
+from userlb.parse import Headers, parse_ipv4
+from userlb.related import handle_icmp
+from userlb.runtime import ServiceRuntime, build_runtimes
+from userlb.sched import NO_DEST, FlowBatch
+from userlb.services import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, VirtualService
+from userlb.trace import FlowTrace
+
+TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
+CONN_F_INACTIVE = 0x0100
+MAX_ICMP_PER_BATCH = 16
+EMBRYONIC = (tcpstate.SYN_RECV, tcpstate.NONE)
+CLOSING = (tcpstate.CLOSE, tcpstate.TIME_WAIT, tcpstate.LAST_ACK, tcpstate.CLOSE_WAIT,
+           tcpstate.FIN_WAIT, tcpstate.SYNACK, tcpstate.SYN_SENT, tcpstate.LISTEN)
+
+
+@dataclass
+class Verdict:
+    """What to write back: rows of the batch (in arrival order) and originated frames."""
+
+    rows: np.ndarray
+    lengths: np.ndarray
+    extra: list[bytes] = field(default_factory=list)
+
+
+class Engine:
+    """Connection table + services + schedulers; see the module docstring."""
+
+    def __init__(self, services: list[VirtualService] | tuple[VirtualService, ...],
+                 table_size: int = 65536, timeouts: tcpstate.Timeouts | None = None,
+                 trace_connections: int = 0) -> None:
+        self.services: list[ServiceRuntime] = build_runtimes(services)
+        self.index = ServiceIndex([s.config for s in self.services])
+        self.table = ConnTable(table_size)
+        self.timeouts = timeouts or tcpstate.Timeouts()
+        self.timeout_of = self.timeouts.as_array()
+        self.acct = Accounting(self.services, self.table)
+        self.drops = np.zeros(len(DropReason), np.int64)
+        self.passed = 0            # frames forwarded unmodified (not ours, as the kernel does)
+        self.trace = FlowTrace()
+        self.trace_budget = trace_connections
+        self.traced = np.zeros(self.table.capacity, bool)
+
+    # -- the packet path --------------------------------------------------------------
+    def process(self, batch: FrameBatch, now: float) -> Verdict:
+        n = batch.count
+        h = parse_ipv4(batch)
+        drop = h.drop.copy()
+        conn = np.full(n, -1, np.int64)
+        inbound = np.zeros(n, bool)
+        l4 = (drop == 0) & ((h.proto == IPPROTO_TCP) | (h.proto == IPPROTO_UDP))
+        to_vip = l4 & self.index.is_vip(h.daddr)
+        extra: list[bytes] = []
+        if to_vip.any():
+            self._inbound(batch, h, np.flatnonzero(to_vip), now, drop, conn, extra)
+            inbound[to_vip] = True
+        rest = np.flatnonzero(l4 & ~to_vip)
+        if len(rest):
+            ids = self.table.lookup_out(h.proto[rest], h.saddr[rest], h.sport[rest],
+                                        h.daddr[rest], h.dport[rest])
+            conn[rest] = ids
+        live = np.flatnonzero(conn >= 0)
+        traced = live[self.traced[conn[live]]] if self.trace_budget >= 0 else live[:0]
+        before = {int(r): batch.frame(int(r)) for r in traced}
+        if len(live):
+            self._advance(h, live, conn[live], inbound[live], now)
+            self._nat(batch, h, live, conn[live], inbound[live], drop)
+        icmp_rows = np.flatnonzero((drop == 0) & (h.proto == IPPROTO_ICMP))
+        for row in icmp_rows.tolist():
+            drop[row] = handle_icmp(self, batch, h, row, now)
+        for row in traced.tolist():
+            if drop[row] == 0:
+                self.trace.record(int(conn[row]), "in" if inbound[row] else "out", now,
+                                  before[row], batch.frame(row)[: h.total_len[row]])
+        self.passed += int(((drop == 0) & (conn < 0) & ~inbound & l4).sum())
+        counted = np.bincount(drop, minlength=len(self.drops))[: len(self.drops)]
+        counted[DropReason.OK] = 0
+        self.drops += counted
+        rows = np.flatnonzero(drop == 0)
+        return Verdict(rows, h.total_len[rows].astype(np.int64), extra)
+
+    def _inbound(self, batch, h: Headers, rows, now, drop, conn, extra) -> None:
+        svc = self.index.lookup(h.proto[rows], h.daddr[rows], h.dport[rows])
+        drop[rows[svc < 0]] = DropReason.NO_SERVICE
+        rows, svc = rows[svc >= 0], svc[svc >= 0]
+        ids = self.table.lookup_in(h.proto[rows], h.saddr[rows], h.sport[rows], h.daddr[rows],
+                                   h.dport[rows]).astype(np.int64)
+        flags = h.tcp_flags[rows]
+        is_tcp = h.proto[rows] == IPPROTO_TCP
+        opens = ~is_tcp | (((flags & TCP_SYN) != 0) & ((flags & TCP_RST) == 0))
+        self._reuse(ids, is_tcp, flags)
+        miss = ids < 0
+        new = miss & opens
+        later = miss & ~opens
+        if new.any():
+            ids[new] = self._open(batch, h, rows[new], svc[new], now, drop, extra)
+            if later.any():   # e.g. the handshake's ACK in the same batch as its SYN
+                r = rows[later]
+                ids[later] = self.table.lookup_in(h.proto[r], h.saddr[r], h.sport[r],
+                                                  h.daddr[r], h.dport[r])
+        drop[rows[later & (ids < 0)]] = DropReason.NO_CONNECTION
+        conn[rows] = ids
+
+    def _reuse(self, ids, is_tcp, flags) -> None:
+        """conn_reuse_mode=1: a SYN (no ACK) on an uncontrolled TIME_WAIT/CLOSE connection
+        expires it and is scheduled afresh [core: is_new_conn_expected]."""
+        syn = is_tcp & ((flags & (TCP_SYN | TCP_ACK | TCP_RST)) == TCP_SYN) & (ids >= 0)
+        if not syn.any():
+            return
+        old = ids[syn]
+        state = self.table.state[old]
+        stale = old[(state == tcpstate.TIME_WAIT) | (state == tcpstate.CLOSE)]
+        if len(stale):
+            self._remove(np.unique(stale))
+            ids[np.isin(ids, stale)] = -1
+
+    def _open(self, batch, h: Headers, rows, svc, now, drop, extra) -> np.ndarray:
+        """Schedule and insert the new flows among `rows`; returns a conn id per row."""
+        keys = np.stack([h.proto[rows].astype(np.uint64), h.saddr[rows], h.sport[rows],
+                         h.daddr[rows], h.dport[rows]], axis=1)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(first)                  # schedule in arrival order
+        firsts = first[order]
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        dest = np.full(len(firsts), NO_DEST, np.int64)
+        fr = rows[firsts]
+        for s in np.unique(svc[firsts]).tolist():
+            pick = svc[firsts] == s
+            r = fr[pick]
+            flows = FlowBatch(h.proto[r], h.saddr[r], h.sport[r], h.daddr[r], h.dport[r])
+            rt = self.services[s]
+            dest[pick] = rt.scheduler.schedule_batch(rt.dests, flows, now)
+        ids = np.full(len(firsts), -1, np.int64)
+        ok = dest != NO_DEST
+        for r in fr[~ok][:MAX_ICMP_PER_BATCH].tolist():
+            extra.append(icmp.build_dest_unreachable(batch.frame(r)[: h.total_len[r]],
+                                                     int(h.daddr[r])))
+        if ok.any():
+            ids[ok] = self._insert(h, fr[ok], svc[firsts][ok], dest[ok], now)
+        per_row = ids[rank[inverse]]
+        drop[rows[(per_row < 0) & ~ok[rank[inverse]]]] = DropReason.NO_DEST
+        drop[rows[(per_row < 0) & ok[rank[inverse]]]] = DropReason.TABLE_FULL
+        return per_row
+
+    def _insert(self, h: Headers, rows, svc, dest, now) -> np.ndarray:
+        self._make_room(len(rows), now)
+        d_addr = np.empty(len(rows), np.uint32)
+        d_port = np.empty(len(rows), np.uint16)
+        for s in np.unique(svc).tolist():
+            m = svc == s
+            dt = self.services[s].dests
+            d_addr[m] = dt.addr[dest[m]]
+            # the connection's port is the server's, or the packet's when it is 0 [core]
+            d_port[m] = np.where(dt.port[dest[m]] != 0, dt.port[dest[m]], h.dport[rows[m]])
+        ids = self.table.insert(
+            h.proto[rows], h.saddr[rows], h.sport[rows], h.daddr[rows], h.dport[rows], d_addr,
+            d_port, svc.astype(np.int32), dest.astype(np.int32),
+            np.full(len(rows), tcpstate.NONE, np.uint8),
+            np.full(len(rows), CONN_F_INACTIVE, np.uint16),
+            np.full(len(rows), now + tcpstate.INITIAL_TIMEOUT_S)).astype(np.int64)
+        made = ids >= 0
+        self.acct.bind(ids[made])
+        if self.trace_budget > 0 and made.any():
+            take = ids[made][: self.trace_budget]
+            self.traced[take] = True
+            self.trace_budget -= len(take)
+        return ids
+
+    def _make_room(self, wanted: int, now: float) -> None:
+        """Expire what is due; then evict embryonic, then closing entries (never ESTABLISHED)."""
+        if self.table.capacity - len(self.table) >= wanted:
+            return
+        self.expire(now)
+        for states in (EMBRYONIC, CLOSING):
+            short = wanted - (self.table.capacity - len(self.table))
+            if short <= 0:
+                return
+            victims = self.table.victims(max(short, self.table.capacity // 64), states)
+            if len(victims):
+                self._remove(victims)
+
+    def _advance(self, h: Headers, rows, ids, inbound, now) -> None:
+        """State transitions in arrival order; a connection seen k times takes k rounds."""
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(sorted_ids)) + 1]
+        rank = np.empty(len(ids), np.int64)
+        rank[order] = np.arange(len(ids)) - np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
+        for k in range(int(rank.max()) + 1):
+            sel = rank == k
+            self._transition(h, rows[sel], ids[sel], inbound[sel], now)
+
+    def _transition(self, h: Headers, rows, ids, inbound, now) -> None:
+        table = self.table
+        old = table.state[ids]
+        is_tcp = h.proto[rows] == IPPROTO_TCP
+        direction = np.where(inbound, tcpstate.DIR_INPUT, tcpstate.DIR_OUTPUT)
+        new = np.where(is_tcp, tcpstate.next_state(old, direction, h.tcp_flags[rows]),
+                       tcpstate.UDP).astype(np.uint8)
+        table.state[ids] = new
+        table.expires[ids] = now + self.timeout_of[new]
+        self.acct.transition(ids, new, inbound, h.total_len[rows])
+
+    def _nat(self, batch, h: Headers, rows, ids, inbound, drop) -> None:
+        dest = self.table.dest[ids]
+        gone = dest < 0
+        drop[rows[gone]] = DropReason.DEST_GONE
+        rows, ids, inbound = rows[~gone], ids[~gone], inbound[~gone]
+        t = self.table
+        i = inbound
+        if i.any():
+            nat.rewrite_dst(batch, rows[i], h, t.daddr[ids[i]], t.dport[ids[i]])
+        if (~i).any():
+            nat.rewrite_src(batch, rows[~i], h, t.vaddr[ids[~i]], t.vport[ids[~i]])
+
+    # -- timers -----------------------------------------------------------------------
+    def next_deadline(self) -> float:
+        return self.table.next_deadline()
+
+    def expire(self, now: float) -> int:
+        due = self.table.expired(now)
+        if len(due):
+            self._remove(due)
+        return len(due)
+
+    def _remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, np.int64)
+        self.acct.unbind(ids)
+        self.traced[ids] = False
+        self.table.remove(ids)
+
+    # -- control ----------------------------------------------------------------------
+    def service_of(self, protocol: str, vip: str, port: int) -> int:
+        for i, rt in enumerate(self.services):
+            c = rt.config
+            if (c.protocol, c.vip, c.port) == (protocol, vip, port):
+                return i
+        raise KeyError(f"no service {protocol} {vip}:{port}")
+
+    def edit_dest(self, service: int, address: str, port: int, weight: int) -> None:
+        """Change a real server's weight (0 quiesces: no new flows, existing ones drain)."""
+        rt = self.services[service]
+        row = rt.find(address, port)
+        rt.dests.edit(row, weight=weight)
+        rt.scheduler.dests_changed(rt.dests)
+
+    def drop_counts(self) -> dict[str, int]:
+        return {r.name.lower(): int(self.drops[r]) for r in DropReason if r and self.drops[r]}

@@ -1,0 +1,117 @@
+"""Packet-flow traces: record chosen connections' packets before and after NAT, render them.
+
+The engine marks the first N connections it creates as traced and hands every
+packet of theirs to FlowTrace.record() with the frame as read and as written.
+render() dissects the recorded bytes with scapy for display (never on the data
+path: it runs when somebody asks for a trace) and prints one hop per line:
+addresses, ports, TCP flags and checksums before and after the rewrite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_PACKETS_PER_CONNECTION = 32
+
+
+@dataclass
+class TraceHop:
+    """One packet of a traced connection, as userlb read and wrote it."""
+
+    conn: int
+    direction: str        # "in" (client → VIP) or "out" (real server → client)
+    time_s: float
+    before: bytes
+    after: bytes
+
+
+@dataclass
+class FlowTrace:
+    """Recorded hops, by connection id, bounded per connection."""
+
+    hops: dict[int, list[TraceHop]] = field(default_factory=dict)
+
+    def record(self, conn: int, direction: str, time_s: float, before: bytes, after: bytes) -> None:
+        packets = self.hops.setdefault(conn, [])
+        if len(packets) < MAX_PACKETS_PER_CONNECTION:
+            packets.append(TraceHop(conn, direction, time_s, before, after))
+
+    def as_json(self) -> list[dict]:
+        return [{"conn": h.conn, "direction": h.direction, "time_s": h.time_s,
+                 "before": h.before.hex(), "after": h.after.hex()}
+                for hops in self.hops.values() for h in hops]
+
+
+def hops_from_json(items: list[dict]) -> list[TraceHop]:
+    return [TraceHop(i["conn"], i["direction"], i["time_s"], bytes.fromhex(i["before"]),
+                     bytes.fromhex(i["after"])) for i in items]
+
+
+_TCP_FLAGS = "FSRPAUEC"
+
+
+def _flags(value: int) -> str:
+    return "".join(c for bit, c in enumerate(_TCP_FLAGS) if value & (1 << bit)) or "."
+
+
+def describe(frame: bytes) -> dict:
+    """Fields of one IPv4 frame for display, with checksum validity checked by scapy."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+
+    ip = IP(frame)
+    info = {"src": ip.src, "dst": ip.dst, "ttl": ip.ttl, "ip_csum": ip.chksum,
+            "ip_csum_ok": IP(bytes(ip)).chksum == _recomputed(ip, IP), "proto": ip.proto}
+    for layer, name in ((TCP, "TCP"), (UDP, "UDP"), (ICMP, "ICMP")):
+        if layer in ip:
+            l4 = ip[layer]
+            info["l4"] = name
+            info["l4_csum"] = l4.chksum
+            info["l4_csum_ok"] = l4.chksum == _recomputed(ip, layer)
+            if layer is not ICMP:
+                info["sport"], info["dport"] = l4.sport, l4.dport
+            if layer is TCP:
+                info["flags"] = _flags(int(l4.flags))
+            break
+    return info
+
+
+def _recomputed(ip, layer) -> int:
+    """What scapy computes for `layer`'s checksum when asked to fill it in."""
+    from scapy.layers.inet import IP
+
+    copy = IP(bytes(ip))
+    target = copy if layer is IP else copy[layer]
+    del target.chksum
+    rebuilt = IP(bytes(copy))
+    return rebuilt.chksum if layer is IP else rebuilt[layer].chksum
+
+
+def _endpoint(info: dict, side: str) -> str:
+    port = info.get("sport" if side == "src" else "dport")
+    return f"{info[side]}:{port}" if port is not None else info[side]
+
+
+def _csum(info: dict, key: str) -> str:
+    ok = info.get(f"{key}_ok")
+    return f"0x{info[key]:04x}{'' if ok else ' (BAD)'}"
+
+
+def render(hops: list[TraceHop], limit: int = 8) -> str:
+    """Hop-by-hop text for one connection's first `limit` packets."""
+    lines = []
+    if not hops:
+        return "(no packets recorded)"
+    t0 = hops[0].time_s
+    for n, hop in enumerate(hops[:limit], 1):
+        before, after = describe(hop.before), describe(hop.after)
+        flags = before.get("flags", before.get("l4", ""))
+        if hop.direction == "in":
+            what = ("client → VIP", "after DNAT (to real server)")
+        else:
+            what = ("real server → client", "after SNAT (from VIP)")
+        lines.append(f"#{n} +{(hop.time_s - t0) * 1000:.1f} ms  {before.get('l4', '?')} [{flags}]")
+        for label, info in ((what[0], before), (what[1], after)):
+            lines.append(f"   {label:<28} {_endpoint(info, 'src'):>21} → "
+                         f"{_endpoint(info, 'dst'):<21} ip_csum {_csum(info, 'ip_csum')}  "
+                         f"{info.get('l4', 'l4').lower()}_csum {_csum(info, 'l4_csum')}")
+    return "\n".join(lines)
