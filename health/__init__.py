@@ -6,7 +6,8 @@ The pure parts are re-exported here; the EDGE modules (probes, runner) are impor
 
 from userlb.health.policy import (CheckState, HealthChanged, HealthEvent, HealthPolicy,
                                   QuorumChanged, quorum_next, step)
-from userlb.health.presets import check_from_table, keepalived_knobs, nanny_knobs, with_preset
+from userlb.health.presets import (check_from_table, keepalived_knobs, nanny_knobs,
+                                   service_health_from_tables, with_preset)
 from userlb.health.schedule import CheckSchedule
 from userlb.health.spec import (CHECK_TYPES, Check, CheckId, ExternalCheck, HttpCheck, ProbeResult,
                                 RealKey, SendExpectCheck, ServiceHealth, ServiceKey, TcpCheck,
@@ -17,5 +18,5 @@ __all__ = [
     "HealthChanged", "HealthEvent", "HealthPolicy", "HttpCheck", "ProbeResult", "QuorumChanged",
     "RealKey", "SendExpectCheck", "ServiceHealth", "ServiceKey", "TcpCheck", "check_from_table",
     "keepalived_knobs", "nanny_knobs", "parse_status_codes", "probe_target", "quorum_next",
-    "real_key", "step", "with_preset",
+    "real_key", "service_health_from_tables", "step", "with_preset",
 ]

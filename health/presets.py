@@ -2,7 +2,8 @@
 
 What it does: nanny_knobs() and keepalived_knobs() turn each program's own settings into the
 knobs of spec.py; with_preset() applies them to a check; check_from_table() builds a check from
-one `[[service.real.check]]` TOML table (a preset fills defaults, explicit keys win).
+one `[[service.real.check]]` TOML table (a preset fills defaults, explicit keys win) and
+service_health_from_tables() a ServiceHealth from `[service.health]` plus those tables.
 
 What it mirrors (spec §1.7, §2.3–2.4):
   nanny       interval = connect = I/O timeout = `timeout`; one failure takes a server out
@@ -18,9 +19,10 @@ Pure: no I/O.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from userlb.health.spec import CHECK_TYPES, Check, parse_status_codes
+from userlb.health.spec import CHECK_TYPES, Check, ServiceHealth, parse_status_codes
+from userlb.services import RealServer, VirtualService
 
 # keepalived 2.2.7 checker defaults: type → (retry, delay_before_retry_s)
 KEEPALIVED_RETRY = {"tcp": (1, 1.0), "http": (1, 3.0), "send_expect": (1, 1.0), "external": (0, 1.0)}
@@ -101,3 +103,28 @@ def check_from_table(table: Mapping[str, Any]) -> Check:
         return cls(**{**knobs, **items})
     except TypeError as exc:           # e.g. a missing required `program`
         raise ValueError(f"check type {kind!r}: {exc}") from None
+
+
+HEALTH_KEYS = ("on_failure", "quorum", "hysteresis", "sorry_server")
+
+
+def service_health_from_tables(service: VirtualService, health: Mapping[str, Any],
+                               checks: Sequence[Sequence[Mapping[str, Any]]]) -> ServiceHealth:
+    """Build a ServiceHealth from `[service.health]` and each real's `[[service.real.check]]` tables.
+
+    `checks` is parallel to service.reals. `sorry_server` is an inline table with RealServer's
+    keys (address, port, weight); its port defaults to the service's, as a real server's does.
+    """
+    unknown = sorted(set(health) - set(HEALTH_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in service.health")
+    items = dict(health)
+    sorry = items.pop("sorry_server", None)
+    if sorry is not None:
+        try:
+            sorry = RealServer(**{"port": service.port, **sorry})
+        except TypeError as exc:
+            raise ValueError(f"service.health.sorry_server: {exc}") from None
+    return ServiceHealth(service=service, sorry_server=sorry,
+                         checks=tuple(tuple(check_from_table(t) for t in tables) for tables in checks),
+                         **items)

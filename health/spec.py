@@ -233,6 +233,8 @@ class ServiceHealth:
             raise ValueError("more check lists than real servers")
         if self.on_failure not in ("remove", "quiesce") or self.quorum < 0 or self.hysteresis < 0:
             raise ValueError("on_failure must be remove|quiesce; quorum, hysteresis >= 0")
+        if self.sorry_server is not None and real_key(self.sorry_server) in map(real_key, self.service.reals):
+            raise ValueError("the sorry server must not be one of the real servers")
 
     @property
     def key(self) -> ServiceKey:

@@ -99,7 +99,7 @@ class WeightedRoundRobin(BaseScheduler):
         """
         floor = max(self.di, top)
         if self.cw > floor:
-            self.cw -= ((self.cw - floor) // self.di) * self.di
+            self.cw -= ((self.cw - floor - 1) // self.di) * self.di
 
     def _fail(self, dests: DestTable, row: int) -> int:
         self.cl = HEAD if row < 0 else int(dests.uid[row])

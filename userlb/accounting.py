@@ -20,6 +20,8 @@ CONN_F_INACTIVE = 0x0100
 
 
 class Accounting:
+    INACTIVE = CONN_F_INACTIVE
+
     def __init__(self, services, table) -> None:
         self.services = services
         self.table = table
@@ -43,8 +45,9 @@ class Accounting:
             dests.flags[rows[over]] |= np.uint8(DEST_F_OVERLOAD)
 
     def transition(self, ids: np.ndarray, new_state: np.ndarray, inbound: np.ndarray,
-                   nbytes: np.ndarray) -> None:
-        """Move counters for connections whose activity changed; count packets and bytes."""
+                   nbytes: np.ndarray, count: bool = True) -> None:
+        """Move counters for connections whose activity changed; count packets and bytes
+        unless `count` is False (entries imported by connection sync carry no packet)."""
         flags = self.table.flags[ids]
         was_active = (flags & CONN_F_INACTIVE) == 0
         now_active = tcpstate.ACTIVE[new_state]
@@ -58,6 +61,8 @@ class Accounting:
             rows = dest[m]
             np.add.at(dests.activeconns, rows, delta[m])
             np.add.at(dests.inactconns, rows, -delta[m])
+            if not count:
+                continue
             i, o = m & inbound, m & ~inbound
             np.add.at(dests.inpkts, dest[i], 1)
             np.add.at(dests.inbytes, dest[i], nbytes[i])

@@ -64,6 +64,7 @@ class Engine:
         self.trace = FlowTrace()
         self.trace_budget = trace_connections
         self.traced = np.zeros(self.table.capacity, bool)
+        self.dirty = np.zeros(self.table.capacity, bool)   # created or changed state (for sync)
 
     # -- the packet path --------------------------------------------------------------
     def process(self, batch: FrameBatch, now: float) -> Verdict:
@@ -169,7 +170,7 @@ class Engine:
         return per_row
 
     def _insert(self, h: Headers, rows, svc, dest, now) -> np.ndarray:
-        self._make_room(len(rows), now)
+        self.make_room(len(rows), now)
         d_addr = np.empty(len(rows), np.uint32)
         d_port = np.empty(len(rows), np.uint16)
         for s in np.unique(svc).tolist():
@@ -186,13 +187,14 @@ class Engine:
             np.full(len(rows), now + tcpstate.INITIAL_TIMEOUT_S)).astype(np.int64)
         made = ids >= 0
         self.acct.bind(ids[made])
+        self.dirty[ids[made]] = True
         if self.trace_budget > 0 and made.any():
             take = ids[made][: self.trace_budget]
             self.traced[take] = True
             self.trace_budget -= len(take)
         return ids
 
-    def _make_room(self, wanted: int, now: float) -> None:
+    def make_room(self, wanted: int, now: float) -> None:
         """Expire what is due; then evict embryonic, then closing entries (never ESTABLISHED)."""
         if self.table.capacity - len(self.table) >= wanted:
             return
@@ -224,6 +226,7 @@ class Engine:
         new = np.where(is_tcp, tcpstate.next_state(old, direction, h.tcp_flags[rows]),
                        tcpstate.UDP).astype(np.uint8)
         table.state[ids] = new
+        self.dirty[ids[new != old]] = True
         table.expires[ids] = now + self.timeout_of[new]
         self.acct.transition(ids, new, inbound, h.total_len[rows])
 

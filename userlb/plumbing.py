@@ -9,8 +9,11 @@ install() makes the router hand VIP traffic and real-server replies to userlb:
 - IPv4 forwarding on, reverse-path filtering off for the TUN (packets written
   back carry client or real-server sources that are not routed via the TUN),
   ICMP redirects off.
-remove() undoes exactly what install() did, in reverse order, restoring each
-sysctl's old value; it tolerates a partial install. No policy lives here.
+The VIP part (routes, proxy ARP, the floating gateway address the real servers
+use) is claim()/release(), so an HA backup can install the rest and claim the
+VIPs on takeover. remove() undoes exactly what was done, in reverse order,
+restoring each sysctl's old value; it tolerates a partial install. No policy
+lives here.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ class RouterPlumbing:
     vips: list[str]
     table: int = 100
     rule_priority: int = 100
+    gateway: str | None = None
+    """Floating address (with prefix, e.g. "198.18.2.1/24") the real servers route through;
+    claimed and released with the VIPs (lvs.cf nat_router)."""
     _undo: list = field(default_factory=list)
+    _claimed: list = field(default_factory=list)
     _ipr: IPRoute | None = None
 
     def _index(self, ifname: str) -> int:
@@ -52,10 +59,11 @@ class RouterPlumbing:
             path.write_text(value)
             self._undo.append(lambda: path.write_text(old))
 
-    def install(self) -> None:
+    def install(self, claim: bool = True) -> None:
+        """Base plumbing; with claim=False the VIPs wait for claim() (an HA backup)."""
         self._ipr = IPRoute()
         tun = self._index(self.tun)
-        client = self._index(self.client_interface)
+        self._index(self.client_interface)
         self._index(self.server_interface)
         self._sysctl("ipv4/ip_forward", "1")
         self._sysctl("ipv4/conf/all/rp_filter", "0")
@@ -63,36 +71,57 @@ class RouterPlumbing:
         self._sysctl("ipv4/conf/all/send_redirects", "0")
         self._sysctl(f"ipv4/conf/{self.client_interface}/send_redirects", "0")
         self._sysctl(f"ipv4/neigh/{self.client_interface}/proxy_delay", "0")
-        self._route("add", dst="0.0.0.0/0", oif=tun, table=self.table)
+        self._ipr.route("add", dst="0.0.0.0/0", oif=tun, table=self.table)
+        self._undo.append(lambda: self._ipr.route("del", dst="0.0.0.0/0", oif=tun,
+                                                  table=self.table))
         self._ipr.rule("add", iifname=self.server_interface, table=self.table,
                        priority=self.rule_priority)
         self._undo.append(lambda: self._ipr.rule("del", iifname=self.server_interface,
                                                  table=self.table, priority=self.rule_priority))
+        if claim:
+            self.claim()
+        log.info("plumbing installed: %d VIP(s) via %s, replies from %s%s", len(self.vips),
+                 self.tun, self.server_interface, "" if claim else " (VIPs not claimed)")
+
+    @property
+    def claimed(self) -> bool:
+        return bool(self._claimed)
+
+    def claim(self) -> None:
+        """Route the VIPs into the TUN, answer ARP for them, hold the gateway address."""
+        if self._claimed:
+            return
+        tun = self._index(self.tun)
+        client = self._index(self.client_interface)
         for vip in self.vips:
-            self.add_vip(vip, tun, client)
-        log.info("plumbing installed: %d VIP(s) via %s, replies from %s", len(self.vips),
-                 self.tun, self.server_interface)
+            self._ipr.route("add", dst=f"{vip}/32", oif=tun)
+            self._claimed.append(lambda vip=vip: self._ipr.route("del", dst=f"{vip}/32", oif=tun))
+            self._ipr.neigh("add", dst=vip, ifindex=client, flags=NTF_PROXY)
+            self._claimed.append(lambda vip=vip: self._ipr.neigh("del", dst=vip, ifindex=client,
+                                                                 flags=NTF_PROXY))
+        if self.gateway:
+            server = self._index(self.server_interface)
+            addr, _, prefix = self.gateway.partition("/")
+            self._ipr.addr("add", index=server, address=addr, prefixlen=int(prefix or 32))
+            self._claimed.append(lambda: self._ipr.addr("del", index=server, address=addr,
+                                                        prefixlen=int(prefix or 32)))
 
-    def _route(self, op: str, **kw) -> None:
-        self._ipr.route(op, **kw)
-        if op == "add":
-            self._undo.append(lambda: self._ipr.route("del", **kw))
-
-    def add_vip(self, vip: str, tun: int | None = None, client: int | None = None) -> None:
-        tun = self._index(self.tun) if tun is None else tun
-        client = self._index(self.client_interface) if client is None else client
-        self._route("add", dst=f"{vip}/32", oif=tun)
-        self._ipr.neigh("add", dst=vip, ifindex=client, flags=NTF_PROXY)
-        self._undo.append(lambda: self._ipr.neigh("del", dst=vip, ifindex=client,
-                                                  flags=NTF_PROXY))
+    def release(self) -> None:
+        """Undo claim(): the VIPs and the gateway address go to whoever claims them next."""
+        self._run(self._claimed)
 
     def remove(self) -> None:
-        while self._undo:
-            step = self._undo.pop()
+        self.release()
+        self._run(self._undo)
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    @staticmethod
+    def _run(steps: list) -> None:
+        while steps:
+            step = steps.pop()
             try:
                 step()
             except (NetlinkError, OSError) as exc:
                 log.warning("plumbing cleanup step failed: %s", exc)
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None

@@ -278,6 +278,7 @@ def test_wrr_batch_continues_mid_cycle(weights):
     assert np.all(got >= 0)
 
 
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("weights, warm, cl, cw", [
     ([4, 3, 2], 4, None, 4),        # from A at cw=2: full pass at cw=1 fails, cl = head
     ([2, 2], 1, 0, 1),              # cw <= di: restart, stop at A, cl stays A
