@@ -218,13 +218,25 @@ class HealthPolicy:
             if svc.key not in old_services:
                 self._quorum_up.pop(svc.key, None)
                 self._emitted.pop(svc.key, None)
+            before = dict(self._emitted.get(svc.key, {}))
             events += self._add_service(svc, now, carried)
+            events += self._retire_sorry(old_services.get(svc.key), svc, before)
         for key in set(old_services) - set(self._services):
             self._quorum_up.pop(key, None)
             self._emitted.pop(key, None)
         return events
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _retire_sorry(self, old: ServiceHealth | None, svc: ServiceHealth,
+                      before: dict[RealKey, Entry]) -> list[HealthEvent]:
+        """A sorry server dropped by a reload while in the table is removed (no config diff knows it)."""
+        if old is None or old.sorry_server is None:
+            return []
+        key = real_key(old.sorry_server)
+        if key in self._emitted[svc.key] or before.get(key, (False, None)) == (False, None):
+            return []
+        return [HealthChanged(svc.key, key, False, None, "reload: sorry server no longer configured")]
 
     def _add_service(self, svc: ServiceHealth, now: float, carried: dict) -> list[HealthEvent]:
         self._services[svc.key] = svc

@@ -30,6 +30,7 @@ from userlb.sched.base import NO_DEST, BaseScheduler, Flow, FlowBatch
 from userlb.sched.common import (PORT_PROTOCOLS, SVC_F_SCHED1, SVC_F_SCHED2, UidRows,
                                  binds_exact, eligible, sched_flag_bits)
 from userlb.sched.hashing import MH_HASH1, MH_HASH2, mh_hash, mh_hash_array
+from userlb.services import DestTable
 
 PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
 TAB_INDEX = 12                      # CONFIG_IP_VS_MH_TAB_INDEX
@@ -48,13 +49,13 @@ class MaglevHashing(BaseScheduler):
         self.use_port = bool(bits & SVC_F_SCHED2)       # mh-port
         self.table = UidRows(np.full(TAB_SIZE, -1, np.int64))
 
-    def dests_changed(self, dests) -> None:
+    def dests_changed(self, dests: DestTable) -> None:
         if len(dests) > TAB_SIZE:
             return                                      # -EINVAL: table kept
         self.table = UidRows(build_table(dests.uid.tolist(), dests.addr.tolist(),
                                          dests.port.tolist(), dests.last_weight.tolist()))
 
-    def schedule(self, dests, flow: Flow, now: float) -> int:
+    def schedule(self, dests: DestTable, flow: Flow, now: float) -> int:
         port = flow.sport if self.use_port and flow.proto in PORT_PROTOCOLS else 0
         rows = self.table.rows(dests)
         ok = eligible(dests)
@@ -73,7 +74,7 @@ class MaglevHashing(BaseScheduler):
                 return row
         return NO_DEST
 
-    def schedule_batch(self, dests, flows: FlowBatch, now: float) -> np.ndarray:
+    def schedule_batch(self, dests: DestTable, flows: FlowBatch, now: float) -> np.ndarray:
         rows = self.table.rows(dests)
         ok = np.append(eligible(dests), False)
         ports = flows.sport if self.use_port else np.zeros(len(flows), np.uint16)

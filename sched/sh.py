@@ -80,7 +80,8 @@ class SourceHashing(BaseScheduler):
         picks = np.where(ok[primary], primary, NO_DEST)
         if self.fallback:
             probe = (primary >= 0) & ~ok[primary]
-            picks[probe] = _probe_results(rows, ok)[(2 * ihash[probe]) & TAB_MASK]
+            if probe.any():
+                picks[probe] = _probe_results(rows, ok)[(2 * ihash[probe]) & TAB_MASK]
         if not binds_exact(dests, picks):
             return super().schedule_batch(dests, flows, now)
         return picks.astype(np.int32)

@@ -17,6 +17,7 @@ from userlb import tcpstate
 from userlb.services import DEST_F_OVERLOAD
 
 CONN_F_INACTIVE = 0x0100
+CONN_F_TEMPLATE = 0x1000
 
 
 class Accounting:
@@ -70,8 +71,12 @@ class Accounting:
             np.add.at(dests.outbytes, dest[o], nbytes[o])
 
     def unbind(self, ids: np.ndarray) -> None:
-        inactive = (self.table.flags[ids] & CONN_F_INACTIVE) != 0
+        flags = self.table.flags[ids]
+        template = (flags & CONN_F_TEMPLATE) != 0
+        inactive = ((flags & CONN_F_INACTIVE) != 0) & ~template
+        active = ~inactive & ~template
         for dests, m, dest in self._per_service(ids):
+            np.add.at(dests.persistconns, dest[m & template], -1)
             np.add.at(dests.inactconns, dest[m & inactive], -1)
-            np.add.at(dests.activeconns, dest[m & ~inactive], -1)
-            dests.update_overload_on_unbind(dest[m])
+            np.add.at(dests.activeconns, dest[m & active], -1)
+            dests.update_overload_on_unbind(dest[m & ~template])

@@ -1,8 +1,8 @@
 """Which virtual service a packet is for: vectorised (protocol, VIP, port) lookup.
 
-Mirrors the exact-match step of ip_vs_service_find (§3.8) and tells packets
-to a VIP apart from everything else. Firewall-mark and port-0 services are
-not handled here (they belong to the scheduler issue). Pure: arrays in,
+Mirrors ip_vs_service_find's exact match and its port-0 fallback (§3.8), and
+tells packets to a VIP apart from everything else. Firewall-mark services are
+not handled here (a TUN has no netfilter mark). Pure: arrays in,
 arrays out.
 """
 
@@ -30,6 +30,7 @@ class ServiceIndex:
         self.keys = keys[order]
         self.service_of_key = order.astype(np.int32)
         self.vips = np.unique(np.array([ip_to_int(s.vip) for s in services], np.uint32))
+        self.has_port_zero = any(s.port == 0 for s in services)
 
     def is_vip(self, addrs: np.ndarray) -> np.ndarray:
         if not len(self.vips):
@@ -41,6 +42,12 @@ class ServiceIndex:
         """Service index per packet, -1 where no service matches."""
         if not len(self.keys):
             return np.full(len(proto), -1, np.int32)
-        keys = service_key(proto, vaddr, vport)
+        found = self._exact(service_key(proto, vaddr, vport))
+        if self.has_port_zero and (found < 0).any():     # step (4): <protocol, vaddr, 0>
+            miss = found < 0
+            found[miss] = self._exact(service_key(proto[miss], vaddr[miss], 0))
+        return found
+
+    def _exact(self, keys: np.ndarray) -> np.ndarray:
         pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
         return np.where(self.keys[pos] == keys, self.service_of_key[pos], -1).astype(np.int32)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from userlb import tcpstate
+from userlb.conntable import CONN_F_TEMPLATE
 
 
 class SyncEntry(NamedTuple):
@@ -33,6 +34,7 @@ def export_changes(engine, now: float, everything: bool = False) -> list[SyncEnt
     """Entries created or changed since the last call (all live ones with everything=True)."""
     t = engine.table
     ids = t.live_ids()
+    ids = ids[(t.flags[ids] & CONN_F_TEMPLATE) == 0]   # templates are not synced (yet)
     if not everything:
         ids = ids[engine.dirty[ids]]
     engine.dirty[ids] = False

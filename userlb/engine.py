@@ -24,9 +24,10 @@ from userlb.conntable import ConnTable
 from userlb.drops import DropReason
 from userlb.frames import FrameBatch
 from userlb.parse import Headers, parse_ipv4
+from userlb.persist import Templates
 from userlb.related import handle_icmp
 from userlb.runtime import ServiceRuntime, build_runtimes
-from userlb.sched import NO_DEST, FlowBatch
+from userlb.sched import NO_DEST, Flow, FlowBatch
 from userlb.services import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, VirtualService
 from userlb.trace import FlowTrace
 
@@ -65,6 +66,7 @@ class Engine:
         self.trace_budget = trace_connections
         self.traced = np.zeros(self.table.capacity, bool)
         self.dirty = np.zeros(self.table.capacity, bool)   # created or changed state (for sync)
+        self.templates = Templates(self.table)
 
     # -- the packet path --------------------------------------------------------------
     def process(self, batch: FrameBatch, now: float) -> Verdict:
@@ -134,9 +136,10 @@ class Engine:
             return
         old = ids[syn]
         state = self.table.state[old]
-        stale = old[(state == tcpstate.TIME_WAIT) | (state == tcpstate.CLOSE)]
+        uncontrolled = self.templates.control[old] < 0     # persistent ones are reused as is
+        stale = old[((state == tcpstate.TIME_WAIT) | (state == tcpstate.CLOSE)) & uncontrolled]
         if len(stale):
-            self._remove(np.unique(stale))
+            self.remove_ids(np.unique(stale))
             ids[np.isin(ids, stale)] = -1
 
     def _open(self, batch, h: Headers, rows, svc, now, drop, extra) -> np.ndarray:
@@ -150,24 +153,39 @@ class Engine:
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
         dest = np.full(len(firsts), NO_DEST, np.int64)
-        fr = rows[firsts]
-        for s in np.unique(svc[firsts]).tolist():
-            pick = svc[firsts] == s
+        ids = np.full(len(firsts), -1, np.int64)
+        fr, fsvc = rows[firsts], svc[firsts]
+        persistent = np.array([self.services[s].config.persistent_s > 0 for s in fsvc.tolist()],
+                              bool)
+        for s in np.unique(fsvc[~persistent]).tolist():
+            pick = (fsvc == s) & ~persistent
             r = fr[pick]
             flows = FlowBatch(h.proto[r], h.saddr[r], h.sport[r], h.daddr[r], h.dport[r])
             rt = self.services[s]
             dest[pick] = rt.scheduler.schedule_batch(rt.dests, flows, now)
-        ids = np.full(len(firsts), -1, np.int64)
+        ok = (dest != NO_DEST) & ~persistent
+        if ok.any():
+            ids[ok] = self._insert(h, fr[ok], fsvc[ok], dest[ok], now)
+        for i in np.flatnonzero(persistent).tolist():   # one at a time: each sees the last
+            dest[i], ids[i] = self._open_persistent(h, int(fr[i]), int(fsvc[i]), now)
         ok = dest != NO_DEST
         for r in fr[~ok][:MAX_ICMP_PER_BATCH].tolist():
             extra.append(icmp.build_dest_unreachable(batch.frame(r)[: h.total_len[r]],
                                                      int(h.daddr[r])))
-        if ok.any():
-            ids[ok] = self._insert(h, fr[ok], svc[firsts][ok], dest[ok], now)
         per_row = ids[rank[inverse]]
         drop[rows[(per_row < 0) & ~ok[rank[inverse]]]] = DropReason.NO_DEST
         drop[rows[(per_row < 0) & ok[rank[inverse]]]] = DropReason.TABLE_FULL
         return per_row
+
+    def _open_persistent(self, h: Headers, row: int, svc: int, now: float) -> tuple[int, int]:
+        flow = Flow(int(h.proto[row]), int(h.saddr[row]), int(h.sport[row]), int(h.daddr[row]),
+                    int(h.dport[row]))
+        dest, tid = self.templates.pick(self, svc, flow, now)
+        if dest == NO_DEST:
+            return NO_DEST, -1
+        ids = self._insert(h, np.array([row]), np.array([svc]), np.array([dest]), now)
+        self.templates.attach(ids[ids >= 0], np.full(int((ids >= 0).sum()), tid))
+        return dest, int(ids[0])
 
     def _insert(self, h: Headers, rows, svc, dest, now) -> np.ndarray:
         self.make_room(len(rows), now)
@@ -186,6 +204,7 @@ class Engine:
             np.full(len(rows), CONN_F_INACTIVE, np.uint16),
             np.full(len(rows), now + tcpstate.INITIAL_TIMEOUT_S)).astype(np.int64)
         made = ids >= 0
+        self.templates.attach(ids[made], np.full(int(made.sum()), -1))
         self.acct.bind(ids[made])
         self.dirty[ids[made]] = True
         if self.trace_budget > 0 and made.any():
@@ -204,8 +223,9 @@ class Engine:
             if short <= 0:
                 return
             victims = self.table.victims(max(short, self.table.capacity // 64), states)
+            victims = victims[~self.templates.is_template(victims)]
             if len(victims):
-                self._remove(victims)
+                self.remove_ids(victims)
 
     def _advance(self, h: Headers, rows, ids, inbound, now) -> None:
         """State transitions in arrival order; a connection seen k times takes k rounds."""
@@ -228,6 +248,7 @@ class Engine:
         table.state[ids] = new
         self.dirty[ids[new != old]] = True
         table.expires[ids] = now + self.timeout_of[new]
+        self.templates.assure(ids, new, inbound, ~is_tcp)
         self.acct.transition(ids, new, inbound, h.total_len[rows])
 
     def _nat(self, batch, h: Headers, rows, ids, inbound, drop) -> None:
@@ -248,13 +269,20 @@ class Engine:
 
     def expire(self, now: float) -> int:
         due = self.table.expired(now)
-        if len(due):
-            self._remove(due)
-        return len(due)
+        template = self.templates.is_template(due)
+        conns = due[~template]           # connections first: they free their templates
+        if len(conns):
+            self.remove_ids(conns)
+        templates = self.templates.split_due(due[template], now)
+        if len(templates):
+            self.remove_ids(templates)
+        return len(conns) + len(templates)
 
-    def _remove(self, ids: np.ndarray) -> None:
+    def remove_ids(self, ids: np.ndarray) -> None:
+        """Unbind and delete entries (connections or templates)."""
         ids = np.asarray(ids, np.int64)
         self.acct.unbind(ids)
+        self.templates.on_remove(ids)
         self.traced[ids] = False
         self.table.remove(ids)
 

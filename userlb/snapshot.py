@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from userlb import tcpstate
+from userlb.conntable import CONN_F_TEMPLATE
+from userlb.persist import TEMPLATE_PROTO_BIT, TEMPLATE_STATE_NAMES
 from userlb.services import PROTOCOL_NAMES, int_to_ip
 
 
@@ -35,9 +37,12 @@ def connections(engine, now: float) -> list[dict]:
     ids = np.asarray(t.live_ids())
     rows = []
     for i in ids.tolist():
-        rows.append({"id": i, "protocol": PROTOCOL_NAMES.get(int(t.proto[i]), str(t.proto[i])),
+        proto = int(t.proto[i]) & ~TEMPLATE_PROTO_BIT
+        template = bool(t.flags[i] & CONN_F_TEMPLATE)
+        names = TEMPLATE_STATE_NAMES if template else tcpstate.STATE_NAMES
+        rows.append({"id": i, "protocol": PROTOCOL_NAMES.get(proto, str(proto)),
                      "expires_s": max(0.0, float(t.expires[i]) - now),
-                     "state": tcpstate.STATE_NAMES[int(t.state[i])],
+                     "state": names[int(t.state[i])], "template": template,
                      "caddr": int_to_ip(t.caddr[i]), "cport": int(t.cport[i]),
                      "vaddr": int_to_ip(t.vaddr[i]), "vport": int(t.vport[i]),
                      "daddr": int_to_ip(t.daddr[i]), "dport": int(t.dport[i])})

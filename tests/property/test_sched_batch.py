@@ -66,7 +66,7 @@ def zero_flows(n: int, saddr=None) -> FlowBatch:
 def twins(name, dests, flags=()):
     params = {"seed": 7} if name == "twos" else {}
     if name in ("lblc", "lblcr"):
-        params = {"created_s": 0.0}
+        params = {"created_s": 0.0, "expiration_s": 0.5}   # lblcr sets shrink mid-batch
     pair = [sched.create(name, flags=flags, **params) for _ in range(2)]
     for s in pair:
         s.dests_changed(dests)

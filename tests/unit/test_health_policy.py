@@ -232,3 +232,15 @@ def test_schedule_bounds_concurrency():
     schedule.finish(1, 20.0)
     schedule.finish(2, 20.0)
     assert schedule.due(10.0) == [3, 4] and schedule.running == {3, 4}
+
+
+def test_reload_removes_a_sorry_server_that_is_no_longer_configured():
+    svc = service(checks=((TcpCheck(fall=1, warmup_s=0),),), sorry_server=SORRY)
+    policy = HealthPolicy([svc], 0.0)
+    (cid,) = policy.check_ids()
+    policy.observe(cid, FAIL, 1.0)
+    assert policy.entry(svc.key, real_key(SORRY)) == (True, 1)
+    other = RealServer("10.0.9.10", 80, 2)
+    events = policy.reload([dataclasses.replace(svc, sorry_server=other)], 2.0)
+    assert [(e.real_key, e.up, e.weight) for e in events if isinstance(e, HealthChanged)] == [
+        (real_key(other), True, 2), (real_key(SORRY), False, None)]
