@@ -1,8 +1,10 @@
 """Which virtual service a packet is for: vectorised (protocol, VIP, port) lookup.
 
-Mirrors ip_vs_service_find's exact match and its port-0 fallback (§3.8), and
-tells packets to a VIP apart from everything else. Firewall-mark services are
-not handled here (a TUN has no netfilter mark). Pure: arrays in,
+Mirrors ip_vs_service_find (§3.8): (1) firewall-mark services, (2) the exact
+<protocol, vaddr, vport>, (4) the <protocol, vaddr, 0> port-0 fallback; and tells
+packets to a VIP apart from everything else. A TUN has no netfilter mark, so a
+fwmark service names the (protocol, address, port) triples that carry its mark
+and they are matched here first. FTP's port-20 rule (3) is not implemented. Pure: arrays in,
 arrays out.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from userlb.services import VirtualService, ip_to_int
+from userlb.services import PROTOCOLS, VirtualService, ip_to_int
 
 
 def service_key(proto, vaddr, vport):
@@ -24,13 +26,20 @@ class ServiceIndex:
     """Sorted service keys and VIP addresses for searchsorted lookups."""
 
     def __init__(self, services: list[VirtualService] | tuple[VirtualService, ...]) -> None:
-        keys = service_key([s.proto for s in services], [ip_to_int(s.vip) for s in services],
-                           [s.port for s in services]) if services else np.zeros(0, np.uint64)
-        order = np.argsort(keys, kind="stable")
-        self.keys = keys[order]
-        self.service_of_key = order.astype(np.int32)
-        self.vips = np.unique(np.array([ip_to_int(s.vip) for s in services], np.uint32))
-        self.has_port_zero = any(s.port == 0 for s in services)
+        triples = [(PROTOCOLS[p], ip_to_int(a), port, i)          # step (1): fwmark rules first
+                   for i, s in enumerate(services) if s.fwmark for p, a, port in s.match]
+        triples += [(s.proto, ip_to_int(s.vip), s.port, i)
+                    for i, s in enumerate(services) if not s.fwmark]
+        if triples:
+            proto, addr, port, owner = (np.array(c) for c in zip(*triples))
+            keys = service_key(proto, addr.astype(np.uint32), port.astype(np.uint16))
+        else:
+            keys, owner = np.zeros(0, np.uint64), np.zeros(0, np.int32)
+        keys, first = np.unique(keys, return_index=True)        # the first rule for a key wins
+        self.keys = keys
+        self.service_of_key = owner[first].astype(np.int32)
+        self.vips = np.unique(np.array([a for _, a, _, _ in triples], np.uint32))
+        self.has_port_zero = any(port == 0 for _, _, port, _ in triples)
 
     def is_vip(self, addrs: np.ndarray) -> np.ndarray:
         if not len(self.vips):

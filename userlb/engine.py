@@ -183,11 +183,12 @@ class Engine:
         dest, tid = self.templates.pick(self, svc, flow, now)
         if dest == NO_DEST:
             return NO_DEST, -1
-        ids = self._insert(h, np.array([row]), np.array([svc]), np.array([dest]), now)
+        keep = self.templates.keeps_client_port(self, svc, flow.dport)
+        ids = self._insert(h, np.array([row]), np.array([svc]), np.array([dest]), now, keep)
         self.templates.attach(ids[ids >= 0], np.full(int((ids >= 0).sum()), tid))
         return dest, int(ids[0])
 
-    def _insert(self, h: Headers, rows, svc, dest, now) -> np.ndarray:
+    def _insert(self, h: Headers, rows, svc, dest, now, keep_client_port=False) -> np.ndarray:
         self.make_room(len(rows), now)
         d_addr = np.empty(len(rows), np.uint32)
         d_port = np.empty(len(rows), np.uint16)
@@ -196,7 +197,8 @@ class Engine:
             dt = self.services[s].dests
             d_addr[m] = dt.addr[dest[m]]
             # the connection's port is the server's, or the packet's when it is 0 [core]
-            d_port[m] = np.where(dt.port[dest[m]] != 0, dt.port[dest[m]], h.dport[rows[m]])
+            use_rs = (dt.port[dest[m]] != 0) & (not keep_client_port)
+            d_port[m] = np.where(use_rs, dt.port[dest[m]], h.dport[rows[m]])
         ids = self.table.insert(
             h.proto[rows], h.saddr[rows], h.sport[rows], h.daddr[rows], h.dport[rows], d_addr,
             d_port, svc.astype(np.int32), dest.astype(np.int32),

@@ -55,14 +55,20 @@ class Templates:
         return 0
 
     def pick(self, engine, svc: int, flow: Flow, now: float) -> tuple[int, int]:
-        """(dest row, template id) for a new flow of persistent service `svc`."""
+        """(dest row, template id) for a new flow of persistent service `svc`.
+
+        The connection keeps the packet's port when the template's vport is 0
+        (port-0 and fwmark services); see keeps_client_port()."""
         rt = engine.services[svc]
         cfg = rt.config
         mask = int(ipaddress.IPv4Address(cfg.netmask))
         snet = flow.saddr & mask
-        vport = self.template_vport(cfg, flow.dport)
-        key = (_one(flow.proto | TEMPLATE_PROTO_BIT, np.uint8), _one(snet, np.uint32),
-               _one(0, np.uint16), _one(flow.daddr, np.uint32), _one(vport, np.uint16))
+        if cfg.fwmark:           # <IPPROTO_IP, snet, 0, htonl(fwmark), 0>
+            proto, vaddr, vport = 0, cfg.fwmark, 0
+        else:
+            proto, vaddr, vport = flow.proto, flow.daddr, self.template_vport(cfg, flow.dport)
+        key = (_one(proto | TEMPLATE_PROTO_BIT, np.uint8), _one(snet, np.uint32),
+               _one(0, np.uint16), _one(vaddr, np.uint32), _one(vport, np.uint16))
         t = self.table
         tid = int(t.lookup_in(*key)[0])
         if tid >= 0 and t.dest[tid] >= 0:
@@ -85,6 +91,10 @@ class Templates:
         self.n_control[tid] = 0
         rt.dests.persistconns[row] += 1
         return row, tid
+
+    def keeps_client_port(self, engine, svc: int, dport: int) -> bool:
+        cfg = engine.services[svc].config
+        return bool(cfg.fwmark) or self.template_vport(cfg, dport) == 0
 
     def attach(self, conn_ids: np.ndarray, tids: np.ndarray) -> None:
         ok = tids >= 0

@@ -75,6 +75,12 @@ class VirtualService:
     """Persistence timeout in seconds; 0 = not persistent."""
     netmask: str = "255.255.255.255"
     """Persistence granularity (client address mask)."""
+    fwmark: int = 0
+    """Firewall mark (ipvsadm -f); non-zero makes this a fwmark service that groups the
+    (protocol, address, port) triples of `match` (a TUN has no netfilter mark)."""
+    match: tuple[tuple[str, str, int], ...] = ()
+    """For fwmark services: (protocol, address, port) triples carrying the mark; port 0
+    matches every port of that address."""
 
     @property
     def proto(self) -> int:

@@ -28,7 +28,8 @@ def services(engine) -> list[dict]:
                  for i in range(len(d))]
         out.append({"protocol": c.protocol.upper(), "vip": c.vip, "port": c.port,
                     "scheduler": c.scheduler, "flags": list(c.sched_flags),
-                    "persistent_s": c.persistent_s, "netmask": c.netmask, "dests": dests})
+                    "persistent_s": c.persistent_s, "netmask": c.netmask, "fwmark": c.fwmark,
+                    "dests": dests})
     return out
 
 

@@ -102,3 +102,34 @@ def test_udp_template_assured_by_reply():
     eng.process(FrameBatch.from_frames([bytes(IP(src=A, dst="198.18.100.1") /
                                               UDP(sport=53, dport=9))]), 1)
     assert templates(eng)[0]["state"] == "ASSURED"
+
+
+def fwmark_engine(persistent_s=60) -> Engine:
+    svc = VirtualService("tcp", "0.0.0.0", 0, "rr", (RealServer(B, 0), RealServer(A, 0)),
+                         persistent_s=persistent_s, fwmark=7,
+                         match=(("tcp", VIP, 80), ("tcp", VIP, 443), ("udp", VIP, 0)))
+    plain = VirtualService("tcp", VIP, 80, "rr", (RealServer("198.18.1.9", 8080),))
+    return Engine([plain, svc])
+
+
+def test_fwmark_service_groups_ports_and_wins_over_exact_service():
+    eng = fwmark_engine()
+    batch = FrameBatch.from_frames([
+        bytes(IP(src="198.18.100.1", dst=VIP) / TCP(sport=5, dport=80, flags="S")),
+        bytes(IP(src="198.18.100.1", dst=VIP) / TCP(sport=6, dport=443, flags="S")),
+        bytes(IP(src="198.18.100.1", dst=VIP) / UDP(sport=7, dport=5353))])
+    v = eng.process(batch, 0)
+    out = [IP(batch.buf[r, :n].tobytes()) for r, n in zip(v.rows, v.lengths)]
+    assert [(p.dst, p.dport) for p in out] == [(A, 80), (A, 443), (A, 5353)]
+    conns = snapshot.connections(eng, 0)
+    (tpl,) = [c for c in conns if c["template"]]
+    assert (tpl["protocol"], tpl["caddr"], tpl["vaddr"], tpl["vport"], tpl["daddr"]) == \
+        ("IP", "198.18.100.1", "0.0.0.7", 0, A)
+    assert {(c["vaddr"], c["vport"]) for c in conns if not c["template"]} == \
+        {(VIP, 80), (VIP, 443), (VIP, 5353)}                  # the packet's own vaddr:vport
+
+
+def test_fwmark_without_persistence_uses_scheduler_per_connection():
+    eng = fwmark_engine(persistent_s=0)
+    assert send(eng, "198.18.100.1", 5, dport=80) == [A]
+    assert send(eng, "198.18.100.1", 6, dport=443) == [B]
