@@ -35,6 +35,9 @@ Schema (docs/config.md has a full commented example)::
     flags = []                        # sh-fallback sh-port (sh), mh-fallback mh-port (mh)
     persistent = 0                    # persistence timeout in seconds; 0 = off
     persistence_mask = "255.255.255.255"  # client netmask for persistence
+    # or, instead of protocol/vip/port, a firewall-mark service:
+    # fwmark = 7                      # 1..4294967295 (ipvsadm -f)
+    #   [[service.match]]             # one or more: protocol, vip, port (0 = every port)
       [[service.real]]                # zero or more per service
       address = "198.18.2.11"         # required
       port = 8080                     # default: the service port (as ipvsadm -r)

@@ -33,7 +33,10 @@ TOP_KEYS = ("router", "timeouts", "service")
 ROUTER_KEYS = tuple(f.name for f in fields(RouterConfig))
 TIMEOUT_KEYS = tuple(f.name for f in fields(TimeoutConfig))
 SERVICE_KEYS = ("protocol", "vip", "port", "scheduler", "flags", "persistent", "persistence_mask",
-                "real")
+                "real", "fwmark", "match")
+FWMARK_SERVICE_KEYS = tuple(k for k in SERVICE_KEYS if k not in ("protocol", "vip", "port"))
+MATCH_KEYS = ("protocol", "vip", "port")
+UINT_MAX = 2**32 - 1  # ipvsadm parse_fwmark: 1..UINT_MAX
 REAL_KEYS = ("address", "port", "weight", "u_threshold", "l_threshold")
 
 _ARTICLE = {"integer": "an integer", "string": "a string", "array": "an array", "table": "a table"}
@@ -210,8 +213,9 @@ class _Checker:
         for path, table in self.tables(document, (), "service", "[[service]]"):
             key, service = self.service(table, path)
             if key in first:
-                protocol, vip, port = key
-                self.error(path, f"duplicate service {protocol.upper()} {vip}:{port} "
+                what = (f"FWM {key[1]}" if key[0] == "fwmark"
+                        else f"{key[0].upper()} {key[1]}:{key[2]}")
+                self.error(path, f"duplicate service {what} "
                                  f"(first defined at line {self.locate(first[key])})")
             elif key is not None:
                 first[key] = path
@@ -221,18 +225,15 @@ class _Checker:
 
     def service(self, table: dict, path: KeyPath) -> tuple[tuple | None, Any]:
         """(protocol, vip, port) if those three are valid, and the service if all is."""
+        if "fwmark" in table:
+            return self.fwmark_service(table, path)
         self.keys(table, path, SERVICE_KEYS)
-        protocol = self.get(table, path, "protocol", "string")
-        if protocol is not _BAD and protocol not in PROTOCOLS:
-            self.error(path + ("protocol",), f"must be 'tcp' or 'udp', got '{protocol}'")
-            protocol = _BAD
+        if "match" in table:
+            self.error(path + ("match",), "only a fwmark service has match rules")
+        protocol = self.protocol(table, path)
         vip = self.address(table, path, "vip")
         port = self.integer(table, path, "port", _MISSING, 0, 65535)
-        scheduler = self.get(table, path, "scheduler", "string", "wlc")
-        if scheduler is not _BAD and scheduler not in SCHEDULERS:
-            self.error(path + ("scheduler",), f"unknown scheduler '{scheduler}' "
-                                              f"(one of {', '.join(SCHEDULERS)})")
-            scheduler = _BAD
+        scheduler = self.scheduler(table, path)
         flags = self.flags(table, path, scheduler)
         persistent = self.integer(table, path, "persistent", 0, 0, MAX_TIMEOUT_S)
         netmask = self.netmask(table, path)
@@ -245,6 +246,45 @@ class _Checker:
         return key, _build(VirtualService, {
             "protocol": protocol, "vip": vip, "port": port, "scheduler": scheduler,
             "reals": reals, "sched_flags": flags, "persistent_s": persistent, "netmask": netmask})
+
+    def fwmark_service(self, table: dict, path: KeyPath) -> tuple[tuple | None, Any]:
+        """A firewall-mark service (ipvsadm -f): its mark and the triples that carry it."""
+        self.keys(table, path, FWMARK_SERVICE_KEYS)
+        mark = self.integer(table, path, "fwmark", _MISSING, 1, UINT_MAX)
+        scheduler = self.scheduler(table, path)
+        flags = self.flags(table, path, scheduler)
+        persistent = self.integer(table, path, "persistent", 0, 0, MAX_TIMEOUT_S)
+        netmask = self.netmask(table, path)
+        match = []
+        for match_path, rule in self.tables(table, path, "match", "[[service.match]]"):
+            self.keys(rule, match_path, MATCH_KEYS)
+            protocol = self.protocol(rule, match_path)
+            vip = self.address(rule, match_path, "vip")
+            port = self.integer(rule, match_path, "port", 0, 0, 65535)
+            match.append(_BAD if _BAD in (protocol, vip, port) else (protocol, vip, port))
+        if not match:
+            self.error(path, "a fwmark service needs at least one [[service.match]] rule")
+        reals = self.reals(table, path, 0)
+        key = None if mark is _BAD else ("fwmark", mark)
+        return key, _build(VirtualService, {
+            "protocol": "tcp", "vip": "0.0.0.0", "port": 0, "scheduler": scheduler,
+            "reals": reals, "sched_flags": flags, "persistent_s": persistent, "netmask": netmask,
+            "fwmark": mark, "match": _BAD if (_BAD in match or not match) else tuple(match)})
+
+    def protocol(self, table: dict, path: KeyPath) -> Any:
+        protocol = self.get(table, path, "protocol", "string")
+        if protocol is not _BAD and protocol not in PROTOCOLS:
+            self.error(path + ("protocol",), f"must be 'tcp' or 'udp', got '{protocol}'")
+            return _BAD
+        return protocol
+
+    def scheduler(self, table: dict, path: KeyPath) -> Any:
+        scheduler = self.get(table, path, "scheduler", "string", "wlc")
+        if scheduler is not _BAD and scheduler not in SCHEDULERS:
+            self.error(path + ("scheduler",), f"unknown scheduler '{scheduler}' "
+                                              f"(one of {', '.join(SCHEDULERS)})")
+            return _BAD
+        return scheduler
 
     def flags(self, table: dict, path: KeyPath, scheduler: Any) -> Any:
         values = self.get(table, path, "flags", "array", [])

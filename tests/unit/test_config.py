@@ -107,11 +107,12 @@ def test_docs_example_is_valid_and_documents_every_key():
     example = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
     cfg = loads(example, "docs/config.md")
     assert cfg.router == RouterConfig() and cfg.timeouts == TimeoutConfig()
-    assert [s.port for s in cfg.services] == [80, 0]
+    assert [s.port for s in cfg.services] == [80, 0, 0]
+    assert cfg.services[2].match == (("tcp", "198.18.1.102", 80), ("tcp", "198.18.1.102", 443))
     assert cfg.services[1].reals[0] == RealServer("198.18.2.21", 0)
     keys = set(re.findall(r"^\s*(\w+) =", example, re.M))
     from userlb.configcheck import REAL_KEYS, ROUTER_KEYS, SERVICE_KEYS, TIMEOUT_KEYS
-    assert keys == set(ROUTER_KEYS) | set(TIMEOUT_KEYS) | (set(SERVICE_KEYS) - {"real"}) | set(
+    assert keys == set(ROUTER_KEYS) | set(TIMEOUT_KEYS) | (set(SERVICE_KEYS) - {"real", "match"}) | set(
         REAL_KEYS)
 
 
@@ -420,3 +421,37 @@ def test_diff_service_settings_and_thresholds():
         ServiceChanged(svc_old, svc_new, ("persistent_s", "netmask")),
         RealEdited(svc_new, svc_old.reals[0], svc_new.reals[0], ("u_threshold",)),
     ]
+
+
+FWMARK = '''[[service]]
+fwmark = 7
+scheduler = "rr"
+  [[service.match]]
+  protocol = "tcp"
+  vip = "198.18.1.100"
+  port = 80
+  [[service.real]]
+  address = "198.18.2.11"
+'''
+
+
+def test_fwmark_service_loads_with_its_match_rules():
+    (svc,) = loads(FWMARK, "f.toml").services
+    assert (svc.fwmark, svc.match, svc.reals[0].port) == (7, (("tcp", "198.18.1.100", 80),), 0)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('[[service]]\nfwmark = 7\n', "f.toml:1: service[0]: a fwmark service needs at least one "
+                                 "[[service.match]] rule"),
+    (FWMARK + FWMARK.replace("port = 80", "port = 81"),
+     "f.toml:10: service[1]: duplicate service FWM 7 (first defined at line 1)"),
+    ('[[service]]\nprotocol = "tcp"\nvip = "198.18.1.1"\nport = 80\n'
+     '[[service.match]]\nprotocol = "tcp"\nvip = "198.18.1.1"\n',
+     "f.toml:5: service[0].match: only a fwmark service has match rules"),
+    (FWMARK.replace("fwmark = 7", "fwmark = 0"), "f.toml:2: service[0].fwmark: must be in "
+                                                 "1..4294967295, got 0"),
+])
+def test_fwmark_errors(text, expected):
+    with pytest.raises(ConfigError) as info:
+        loads(text, "f.toml")
+    assert str(info.value) == expected
