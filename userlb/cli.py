@@ -3,7 +3,8 @@
   userlb run CONFIG          run the balancer (TUN, plumbing, data path, control socket)
   userlb demo                build the namespace lab and show traffic being balanced
   userlb check-config FILE   validate a config; errors as path:line: message
-  userlb show WHAT           services | conns | stats | trace, from a running balancer
+  userlb show WHAT           services | conns | stats | trace | health | ha, from a
+                             running balancer
   userlb lab-cleanup         delete namespaces left by killed lab runs
 """
 
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("config")
     s = sub.add_parser("show", help="ask a running balancer")
-    s.add_argument("what", choices=["services", "conns", "stats", "trace"])
+    s.add_argument("what", choices=["services", "conns", "stats", "trace", "health", "ha"])
     s.add_argument("--ctl", default=DEFAULT_CTL, help="control socket path")
     sub.add_parser("lab-cleanup", help="remove namespaces of killed lab runs")
     return p
@@ -67,13 +68,18 @@ def main(argv: list[str] | None = None) -> int:
 def _show(args) -> int:
     from userlb import ctlclient, listing, trace
     try:
-        result = ctlclient.request(args.ctl, args.what)
+        result = ctlclient.request(args.ctl, "services" if args.what == "health" else args.what)
     except ctlclient.ControlError as exc:
         print(f"userlb: {exc}", file=sys.stderr)
         return 1
     if args.what == "services":
         print(listing.format_services(listing.services_from_json(result["services"]),
                                       result["table_size"]), end="")
+    elif args.what == "health":
+        for svc in result["services"]:
+            print(f"{svc['protocol']}  {svc['vip']}:{svc['port']}")
+            for d in svc["dests"]:
+                print(f"  -> {d['address']}:{d['port']:<6} weight {d['weight']:<6} {d['health']}")
     elif args.what == "conns":
         print(listing.format_connections(listing.connections_from_json(result)), end="")
     elif args.what == "trace":

@@ -44,6 +44,9 @@ Schema (docs/config.md has a full commented example)::
       weight = 1                      # 0..65535; 0 = quiesced
       u_threshold = 0                 # 0..2147483647; 0 = none
       l_threshold = 0                 # 0..u_threshold; 0 = 3/4 of u_threshold
+        [[service.real.check]]        # health checks of this real server (docs/health.md)
+    [service.health]                  # on_failure, quorum, hysteresis, sorry_server
+    [ha]                              # optional: failover of a router pair (userlb/hacheck.py)
 """
 
 from __future__ import annotations
@@ -56,11 +59,17 @@ import textwrap
 import tomllib
 from dataclasses import dataclass, field
 from os import PathLike
+from typing import TYPE_CHECKING
 
 from .configdiff import (Change, RealAdded, RealEdited, RealRemoved, RouterChanged,
                          ServiceAdded, ServiceChanged, ServiceRemoved, TimeoutsChanged, diff)
 from .services import VirtualService
 from .tomllines import KeyLines
+
+if TYPE_CHECKING:  # only for annotations: health and HA import this package
+    from .ha.config import HaConfig
+    from .hasettings import HaSettings
+    from .health.spec import ServiceHealth
 
 __all__ = [
     "Config", "RouterConfig", "TimeoutConfig", "ConfigIssue", "ConfigError", "load", "loads",
@@ -120,6 +129,11 @@ class Config:
     """Connection timeouts ([timeouts])."""
     services: tuple[VirtualService, ...] = ()
     """Virtual services in file order ([[service]]), each with its real servers."""
+    health: tuple[ServiceHealth, ...] = ()
+    """Health checks per service (from lvs.cf or keepalived.conf); () = none configured."""
+    ha: HaConfig | HaSettings | None = None
+    """Failover: this router's HaConfig from the native [ha] table (docs/config.md), or the
+    pair's HaSettings from lvs.cf pulse / keepalived VRRP; None = no HA."""
 
 
 @dataclass(frozen=True)

@@ -29,17 +29,18 @@ INT_MAX = 2**31 - 1  # ipvsadm -x/-y accept 0..INT_MAX
 UNIX_PATH_MAX = 107  # sizeof(sun_path) - 1 for the trailing NUL
 IFNAMSIZ = 16  # dev_valid_name: strlen(name) < IFNAMSIZ
 
-TOP_KEYS = ("router", "timeouts", "service")
+TOP_KEYS = ("router", "timeouts", "service", "ha")
 ROUTER_KEYS = tuple(f.name for f in fields(RouterConfig))
 TIMEOUT_KEYS = tuple(f.name for f in fields(TimeoutConfig))
 SERVICE_KEYS = ("protocol", "vip", "port", "scheduler", "flags", "persistent", "persistence_mask",
-                "real", "fwmark", "match")
+                "real", "fwmark", "match", "health")
 FWMARK_SERVICE_KEYS = tuple(k for k in SERVICE_KEYS if k not in ("protocol", "vip", "port"))
 MATCH_KEYS = ("protocol", "vip", "port")
 UINT_MAX = 2**32 - 1  # ipvsadm parse_fwmark: 1..UINT_MAX
-REAL_KEYS = ("address", "port", "weight", "u_threshold", "l_threshold")
+REAL_KEYS = ("address", "port", "weight", "u_threshold", "l_threshold", "check")
 
-_ARTICLE = {"integer": "an integer", "string": "a string", "array": "an array", "table": "a table"}
+_ARTICLE = {"integer": "an integer", "string": "a string", "array": "an array", "table": "a table",
+            "boolean": "a boolean"}
 
 
 def check(document: dict, path: str, locate: Callable[[KeyPath], int]
@@ -50,9 +51,11 @@ def check(document: dict, path: str, locate: Callable[[KeyPath], int]
     router = checker.router(checker.table(document, "router"))
     timeouts = checker.timeouts(checker.table(document, "timeouts"))
     services = checker.services(document)
+    from .hacheck import check_ha  # hacheck uses this module's checker helpers
+    ha = check_ha(checker, document, router, services, _BAD)
     if checker.issues:
         return None, checker.issues
-    return Config(router, timeouts, services), []
+    return Config(router, timeouts, services, health=tuple(checker.health), ha=ha), []
 
 
 def toml_type(value: object) -> str:
@@ -82,6 +85,7 @@ class _Checker:
         self.path = path
         self.locate = locate
         self.issues: list[ConfigIssue] = []
+        self.health: list = []          # ServiceHealth of the services that have checks
 
     def error(self, path: KeyPath, message: str) -> None:
         message = f"{key_name(path)}: {message}"
@@ -221,7 +225,31 @@ class _Checker:
                 first[key] = path
             if service is not _BAD:
                 built.append(service)
+                self.service_health(table, path, service)
         return tuple(built)
+
+    def service_health(self, table: dict, path: KeyPath, service: VirtualService) -> None:
+        """[service.health] and [[service.real.check]] → a ServiceHealth (docs/health.md)."""
+        from .health.presets import check_from_table, service_health_from_tables
+        settings = self.get(table, path, "health", "table", {})
+        reals = table.get("real", [])          # its errors are reported by reals()
+        reals = [real for real in reals if isinstance(real, dict)] if isinstance(reals, list) else []
+        checks = []
+        for index, real in enumerate(reals):
+            tables = self.tables(real, path + ("real", index), "check", "[[service.real.check]]")
+            for check_path, check in tables:
+                try:
+                    check_from_table(check)
+                except (ValueError, TypeError) as exc:
+                    self.error(check_path, str(exc))
+            checks.append([check for _, check in tables])
+        if settings is _BAD or (not settings and not any(checks)):
+            return
+        try:
+            self.health.append(service_health_from_tables(service, settings, checks))
+        except (ValueError, TypeError) as exc:
+            if not self.issues:
+                self.error(path + ("health",), str(exc))
 
     def service(self, table: dict, path: KeyPath) -> tuple[tuple | None, Any]:
         """(protocol, vip, port) if those three are valid, and the service if all is."""

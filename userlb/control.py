@@ -4,7 +4,8 @@ Each request is one JSON object {"cmd": NAME, ...}; each reply is
 {"ok": true, "result": ...} or {"ok": false, "error": "..."}. Commands run
 on the data-path thread via DataPath.call(), so they see and change the
 engine between batches. The socket is created mode 0600 (root only).
-Commands: ping, services, conns, stats, trace, edit-dest, timeout.
+Commands: ping, services, conns, stats, trace, edit-dest, timeout, ha (the HA role
+and counters; also under "ha" in stats).
 """
 
 from __future__ import annotations
@@ -33,15 +34,18 @@ COMMANDS = {
     "stats": lambda engine, now, args: snapshot.stats(engine),
     "trace": lambda engine, now, args: engine.trace.as_json(),
     "edit-dest": _edit_dest,
+    "ha": lambda engine, now, args: None,     # answered by the HA runner when HA is configured
     "timeout": lambda engine, now, args: [engine.timeouts.tcp_s, engine.timeouts.tcpfin_s,
                                           engine.timeouts.udp_s],
 }
 
 
 class ControlServer:
-    def __init__(self, path: str, datapath) -> None:
+    def __init__(self, path: str, datapath, health=None, ha=None) -> None:
         self.path = path
         self.datapath = datapath
+        self.health = health
+        self.ha = ha          # ha.runner.HaRunner or None; its status() runs on this loop
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -60,6 +64,14 @@ class ControlServer:
         if os.path.exists(self.path):
             os.unlink(self.path)
 
+    def _add_health(self, services: list[dict]) -> None:
+        """Each real server's health verdict ("up", "down", "pending", "unchecked")."""
+        for svc in services:
+            skey = svc["key"]
+            for dest in svc["dests"]:
+                dest["health"] = (self.health.health_of(skey, (dest["addr"], dest["port"]))
+                                  if self.health else "unchecked")
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
@@ -73,11 +85,19 @@ class ControlServer:
     async def _handle(self, line: bytes) -> dict:
         try:
             request = json.loads(line)
-            fn = COMMANDS[request.pop("cmd")]
+            cmd = request.pop("cmd")
+            fn = COMMANDS[cmd]
         except (ValueError, KeyError, AttributeError, TypeError):
             return {"ok": False, "error": f"bad request (commands: {', '.join(COMMANDS)})"}
+        if cmd == "ha" and self.ha is not None:
+            return {"ok": True, "result": self.ha.status()}
         fut = self.datapath.call(lambda engine, now: fn(engine, now, request))
         try:
-            return {"ok": True, "result": await asyncio.wrap_future(fut)}
+            result = await asyncio.wrap_future(fut)
+            if cmd == "services":
+                self._add_health(result["services"])
+            if cmd == "stats":
+                result["ha"] = self.ha.status() if self.ha is not None else None
+            return {"ok": True, "result": result}
         except Exception as exc:  # an operator's mistake, reported back
             return {"ok": False, "error": str(exc)}

@@ -110,6 +110,7 @@ class Lab:
     tag: str = field(default_factory=lambda: f"ulb-{os.getpid()}-{next(_counter)}")
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="userlb-lab-")))
     _procs: list = field(default_factory=list)
+    _http: dict = field(default_factory=dict)
     _balancers: list = field(default_factory=list)
     _started: bool = False
 
@@ -146,7 +147,8 @@ class Lab:
         try:
             self._build()
             for i in range(self.servers):
-                self._start_server(i)
+                self._start_server(i, "echo")
+                self.start_http(i)
         except BaseException:
             self.stop()
             raise
@@ -191,9 +193,9 @@ class Lab:
             ip_cmd(s, "link", "set", "eth0", "up")
             ip_cmd(s, "route", "add", "default", "via", ROUTER_SERVER_IP)
 
-    def _start_server(self, i: int) -> None:
+    def _start_server(self, i: int, serve: str) -> subprocess.Popen:
         argv = exec_argv(self.server_ns(i), [sys.executable, "-m", "userlb.labserver",
-                                             "--name", self.server_name(i),
+                                             "--name", self.server_name(i), "--serve", serve,
                                              "--http-port", str(HTTP_PORT),
                                              "--udp-port", str(ECHO_PORT),
                                              "--tcp-echo-port", str(ECHO_PORT)])
@@ -203,6 +205,17 @@ class Lab:
         line = proc.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"lab server {i + 1} failed: {line}{proc.stderr.read()}")
+        return proc
+
+    def start_http(self, i: int) -> None:
+        """(Re)start real server i's HTTP process."""
+        self._http[i] = self._start_server(i, "http")
+
+    def stop_http(self, i: int) -> None:
+        """Kill real server i's HTTP process (its port then refuses connections)."""
+        proc = self._http.pop(i)
+        proc.kill()
+        proc.wait()
 
     # -- the balancer -----------------------------------------------------------------
     def config_text(self, scheduler: str = "wlc", trace_connections: int = 0,
@@ -219,12 +232,17 @@ class Lab:
                 f'trace_connections = {trace_connections}\n{extra}\n{services}')
 
     def service_text(self, proto: str, port: int, rport: int, scheduler: str,
-                     weights: list[int] | None = None) -> str:
+                     weights: list[int] | None = None, health: str = "",
+                     check: str = "") -> str:
+        """One [[service]] of VIP:port → every real server's rport. `health` is the body of
+        a [service.health] table, `check` that of a [[service.real.check]] for each server."""
+        check = f"[[service.real.check]]\n{check}\n" if check else ""
         reals = "".join(
             f'[[service.real]]\naddress = "{server_ip(i)}"\nport = {rport}\n'
-            f'weight = {weights[i] if weights else 1}\n' for i in range(self.servers))
+            f'weight = {weights[i] if weights else 1}\n{check}' for i in range(self.servers))
+        health = f"[service.health]\n{health}\n" if health else ""
         return (f'\n[[service]]\nprotocol = "{proto}"\nvip = "{VIP}"\nport = {port}\n'
-                f'scheduler = "{scheduler}"\n{reals}')
+                f'scheduler = "{scheduler}"\n{health}{reals}')
 
     def start_balancer(self, config_text: str, timeout_s: float = 20.0) -> Balancer:
         cfg = self.workdir / "userlb.toml"

@@ -5,7 +5,9 @@
   `GET /bytes/<n>` answers n bytes (for downloads);
 - UDP echo on --udp-port (default 7): replies `<name>:` + the datagram;
 - TCP echo on --tcp-echo-port (default 7): echoes everything back until EOF.
-It prints `ready` on stdout once every socket is bound and runs until killed.
+--serve http|echo|all picks which of them this process runs (the lab runs HTTP
+in a process of its own, so a test can stop and restart it). It prints
+`ready` on stdout once every socket is bound and runs until killed.
 Lab plumbing only; no load-balancing logic.
 """
 
@@ -82,17 +84,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8080)
     parser.add_argument("--udp-port", type=int, default=7)
     parser.add_argument("--tcp-echo-port", type=int, default=7)
+    parser.add_argument("--serve", choices=("http", "echo", "all"), default="all")
     args = parser.parse_args(argv)
-    httpd = _HTTPServer(("0.0.0.0", args.http_port), _Handler)
-    httpd.lab_name = args.name
-    echo = _EchoServer(("0.0.0.0", args.tcp_echo_port), _EchoHandler)
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("0.0.0.0", args.udp_port))
-    threading.Thread(target=echo.serve_forever, daemon=True).start()
-    threading.Thread(target=_udp_echo, args=(udp, args.name.encode()), daemon=True).start()
+    threads = []
+    if args.serve in ("echo", "all"):
+        echo = _EchoServer(("0.0.0.0", args.tcp_echo_port), _EchoHandler)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("0.0.0.0", args.udp_port))
+        threads += [threading.Thread(target=echo.serve_forever, daemon=True),
+                    threading.Thread(target=_udp_echo, args=(udp, args.name.encode()),
+                                     daemon=True)]
+    if args.serve in ("http", "all"):
+        httpd = _HTTPServer(("0.0.0.0", args.http_port), _Handler)
+        httpd.lab_name = args.name
+        threads.append(threading.Thread(target=httpd.serve_forever, daemon=True))
+    for thread in threads:
+        thread.start()
     print("ready", flush=True)
     try:
-        httpd.serve_forever()
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     return 0

@@ -88,6 +88,9 @@ class VirtualService:
 
     @property
     def key(self) -> tuple[int, int, int]:
+        """(protocol, VIP, port); (0, mark, 0) for a fwmark service, as its templates."""
+        if self.fwmark:
+            return (0, self.fwmark, 0)
         return (self.proto, ip_to_int(self.vip), self.port)
 
 

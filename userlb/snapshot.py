@@ -18,7 +18,7 @@ def services(engine) -> list[dict]:
     out = []
     for rt in engine.services:
         c, d = rt.config, rt.dests
-        dests = [{"address": int_to_ip(d.addr[i]), "port": int(d.port[i]),
+        dests = [{"address": int_to_ip(d.addr[i]), "addr": int(d.addr[i]), "port": int(d.port[i]),
                   "weight": int(d.weight[i]), "active": int(d.activeconns[i]),
                   "inactive": int(d.inactconns[i]), "persist": int(d.persistconns[i]),
                   "u_threshold": int(d.u_threshold[i]), "l_threshold": int(d.l_threshold[i]),
@@ -29,6 +29,7 @@ def services(engine) -> list[dict]:
         out.append({"protocol": c.protocol.upper(), "vip": c.vip, "port": c.port,
                     "scheduler": c.scheduler, "flags": list(c.sched_flags),
                     "persistent_s": c.persistent_s, "netmask": c.netmask, "fwmark": c.fwmark,
+                    "key": list(c.key),
                     "dests": dests})
     return out
 
