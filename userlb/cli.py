@@ -6,6 +6,7 @@
   userlb show WHAT           services | conns | stats | trace | health | ha, from a
                              running balancer
   userlb lab-cleanup         delete namespaces left by killed lab runs
+  userlb bench WHAT          sched | conntable | engine [--smoke]: ratios against baselines
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("what", choices=["services", "conns", "stats", "trace", "health", "ha"])
     s.add_argument("--ctl", default=DEFAULT_CTL, help="control socket path")
     sub.add_parser("lab-cleanup", help="remove namespaces of killed lab runs")
+    b = sub.add_parser("bench", help="benchmarks against same-run baselines (python -m userlb.bench)",
+                       add_help=False)
+    b.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -57,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "show":
         return _show(args)
+    if args.command == "bench":
+        from userlb.bench.__main__ import main as bench
+        return bench(args.args)
     if args.command == "lab-cleanup":
         from userlb.lab import cleanup_stale
         print("\n".join(cleanup_stale()) or "nothing to clean up")
