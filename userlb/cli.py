@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="ask a running balancer")
     s.add_argument("what", choices=["services", "conns", "stats", "trace", "health", "ha"])
     s.add_argument("--ctl", default=DEFAULT_CTL, help="control socket path")
+    s.add_argument("--pcap", metavar="FILE",
+                   help="with `trace`: also write the packets before and after NAT as "
+                        "annotated pcapng (wireshark/tshark -r FILE)")
     sub.add_parser("lab-cleanup", help="remove namespaces of killed lab runs")
     b = sub.add_parser("bench", help="benchmarks against same-run baselines (python -m userlb.bench)",
                        add_help=False)
@@ -51,13 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         from userlb.demo import main as demo
         return demo(requests=args.requests, scheduler=args.scheduler)
     if args.command == "check-config":
-        from userlb import config
+        from userlb import config, configload
         try:
-            cfg = config.load(args.config)
+            cfg, warnings = configload.load_any(args.config)
         except config.ConfigError as exc:
             print(exc, file=sys.stderr)
             return 2
-        print(f"{args.config}: OK ({len(cfg.services)} service(s))")
+        for warning in warnings:
+            print(warning, file=sys.stderr)
+        print(f"{args.config}: OK ({len(cfg.services)} service(s)"
+              + (f", {len(warnings)} warning(s))" if warnings else ")"))
         return 0
     if args.command == "show":
         return _show(args)
@@ -91,6 +97,10 @@ def _show(args) -> int:
         print(listing.format_connections(listing.connections_from_json(result)), end="")
     elif args.what == "trace":
         hops = trace.hops_from_json(result)
+        if args.pcap:
+            import time
+            with open(args.pcap, "wb") as f:
+                f.write(trace.to_pcapng(hops, epoch_s=time.time() - time.monotonic()))
         for conn in dict.fromkeys(h.conn for h in hops):
             print(f"connection {conn}:\n" + trace.render([h for h in hops if h.conn == conn]))
     else:

@@ -115,3 +115,22 @@ def render(hops: list[TraceHop], limit: int = 8) -> str:
                          f"{_endpoint(info, 'dst'):<21} ip_csum {_csum(info, 'ip_csum')}  "
                          f"{info.get('l4', 'l4').lower()}_csum {_csum(info, 'l4_csum')}")
     return "\n".join(lines)
+
+
+def to_pcapng(hops: list[TraceHop], epoch_s: float = 0.0) -> bytes:
+    """Each traced packet as read (interface 0) and as written (interface 1), annotated."""
+    from userlb import pcapng
+
+    packets = []
+    for hop in hops:
+        before, after = describe(hop.before), describe(hop.after)
+        what = "DNAT" if hop.direction == "in" else "SNAT"
+        note = (f"userlb conn {hop.conn} {hop.direction}: {what} "
+                f"{_endpoint(before, 'src')} > {_endpoint(before, 'dst')} becomes "
+                f"{_endpoint(after, 'src')} > {_endpoint(after, 'dst')}; "
+                f"ip_csum {_csum(before, 'ip_csum')} -> {_csum(after, 'ip_csum')}, "
+                f"l4_csum {_csum(before, 'l4_csum')} -> {_csum(after, 'l4_csum')}")
+        t = epoch_s + hop.time_s
+        packets.append(pcapng.Packet(0, t, hop.before, f"as read from the TUN; {note}"))
+        packets.append(pcapng.Packet(1, t, hop.after, f"as written to the TUN; {note}"))
+    return pcapng.write(["tun-read (before NAT)", "tun-write (after NAT)"], packets)
