@@ -22,14 +22,19 @@ def service_key(proto, vaddr, vport):
             | np.asarray(vport, np.uint64))
 
 
+_DELETED = VirtualService("tcp", "0.0.0.0", 0, fwmark=-1)   # matches nothing
+
+
 class ServiceIndex:
     """Sorted service keys and VIP addresses for searchsorted lookups."""
 
-    def __init__(self, services: list[VirtualService] | tuple[VirtualService, ...]) -> None:
+    def __init__(self, services: list[VirtualService | None] | tuple[VirtualService, ...]) -> None:
+        """`services` by engine index; None marks a deleted service (its index stays unused)."""
+        services = [s or _DELETED for s in services]
         triples = [(PROTOCOLS[p], ip_to_int(a), port, i)          # step (1): fwmark rules first
                    for i, s in enumerate(services) if s.fwmark for p, a, port in s.match]
         triples += [(s.proto, ip_to_int(s.vip), s.port, i)
-                    for i, s in enumerate(services) if not s.fwmark]
+                    for i, s in enumerate(services) if not s.fwmark and s is not _DELETED]
         if triples:
             proto, addr, port, owner = (np.array(c) for c in zip(*triples))
             keys = service_key(proto, addr.astype(np.uint32), port.astype(np.uint16))

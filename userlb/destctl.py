@@ -46,7 +46,7 @@ def remove_dest(engine, service: int, address: str, port: int) -> None:
 
 def service_by_key(engine, key: tuple[int, int, int]) -> int:
     for i, rt in enumerate(engine.services):
-        if rt.config.key == tuple(key):
+        if rt is not None and rt.config.key == tuple(key):
             return i
     raise KeyError(f"no service with key {key}")
 

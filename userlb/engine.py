@@ -107,9 +107,8 @@ class Engine:
         return Verdict(rows, h.total_len[rows].astype(np.int64), extra)
 
     def _inbound(self, batch, h: Headers, rows, now, drop, conn, extra) -> None:
-        svc = self.index.lookup(h.proto[rows], h.daddr[rows], h.dport[rows])
-        drop[rows[svc < 0]] = DropReason.NO_SERVICE
-        rows, svc = rows[svc >= 0], svc[svc >= 0]
+        """Packets to a VIP: the connection first (as ip_vs_in_hook: conn_in_get), the
+        service only for misses (conn_schedule), so connections outlive a deleted service."""
         ids = self.table.lookup_in(h.proto[rows], h.saddr[rows], h.sport[rows], h.daddr[rows],
                                    h.dport[rows]).astype(np.int64)
         flags = h.tcp_flags[rows]
@@ -117,8 +116,14 @@ class Engine:
         opens = ~is_tcp | (((flags & TCP_SYN) != 0) & ((flags & TCP_RST) == 0))
         self._reuse(ids, is_tcp, flags)
         miss = ids < 0
-        new = miss & opens
-        later = miss & ~opens
+        svc = np.full(len(rows), -1, np.int32)
+        if miss.any():
+            r = rows[miss]
+            svc[miss] = self.index.lookup(h.proto[r], h.daddr[r], h.dport[r])
+        unserved = miss & (svc < 0)
+        drop[rows[unserved]] = DropReason.NO_SERVICE
+        new = miss & opens & ~unserved
+        later = miss & ~opens & ~unserved
         if new.any():
             ids[new] = self._open(batch, h, rows[new], svc[new], now, drop, extra)
             if later.any():   # e.g. the handshake's ACK in the same batch as its SYN
@@ -291,8 +296,8 @@ class Engine:
     # -- control ----------------------------------------------------------------------
     def service_of(self, protocol: str, vip: str, port: int) -> int:
         for i, rt in enumerate(self.services):
-            c = rt.config
-            if (c.protocol, c.vip, c.port) == (protocol, vip, port):
+            c = rt.config if rt is not None else None
+            if c is not None and (c.protocol, c.vip, c.port) == (protocol, vip, port):
                 return i
         raise KeyError(f"no service {protocol} {vip}:{port}")
 

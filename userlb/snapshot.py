@@ -17,6 +17,8 @@ from userlb.services import PROTOCOL_NAMES, int_to_ip
 def services(engine) -> list[dict]:
     out = []
     for rt in engine.services:
+        if rt is None:                  # deleted service
+            continue
         c, d = rt.config, rt.dests
         dests = [{"address": int_to_ip(d.addr[i]), "addr": int(d.addr[i]), "port": int(d.port[i]),
                   "weight": int(d.weight[i]), "active": int(d.activeconns[i]),
