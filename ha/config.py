@@ -9,9 +9,9 @@ What it does not do: parse files (userlb/config.py does) or touch the network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 
 from userlb.ha.vrrp import MAX_ADVERT_INT_CS
 
@@ -61,10 +61,49 @@ class HaConfig:
     garp_lower_prio: bool = True
     """A master that hears a lower-ranked master answers with an advert and a GARP burst."""
 
+    # ---- where the edge (ha/net.py, ha/runner.py) speaks; the state machine ignores these ----
+    interface: str = ""
+    """Public (client-side) interface for adverts/heartbeats and the VIPs' GARPs; "" = not set."""
+    private_interface: str = ""
+    """Private (server-side) interface: second heartbeat/advert path (when private_address is
+    set), the gateway's GARPs, default sync interface; "" = not set."""
+    private_address: IPv4Address | None = None
+    """This router's own address on private_interface; None = adverts on `interface` only."""
+    peer: IPv4Address | None = None
+    """The partner's public address (heartbeat: where to send, whom to accept; its node id)."""
+    peer_private: IPv4Address | None = None
+    """The partner's address on the private segment (heartbeat's second path)."""
+    heartbeat_port: int = 539
+    """UDP port of the heartbeat on both ends (pulse's heartbeat_port)."""
+    key: bytes = field(default=b"", repr=False)
+    """Heartbeat HMAC-SHA256 key, >= 16 bytes (heartbeat.MIN_KEY_BYTES); unused by VRRP."""
+    nat_router: IPv4Interface | None = None
+    """Floating gateway of the real servers with its prefix (lvs.cf nat_router), claimed
+    on private_interface with the VIPs; its address is also in `vips`."""
+    sync: bool = True
+    """Stream connection-table changes to the backup (IPVS sync v1) so connections survive."""
+    sync_interface: str = ""
+    """Interface of the sync multicast; "" = private_interface."""
+    sync_group: IPv4Address = IPv4Address("224.0.0.81")
+    """Multicast group of the sync messages (the kernel's default)."""
+    sync_port: int = 8848
+    """UDP port of the sync messages (the kernel's default)."""
+    syncid: int = 0
+    """IPVS sync id 0..255 put in and required of messages; 0 accepts any (kernel semantics)."""
+    sync_interval_s: float = 0.25
+    """How often a master sends the connections changed since the last send."""
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "primary", IPv4Address(self.primary))
         object.__setattr__(self, "vips", tuple(IPv4Address(v) for v in self.vips))
         object.__setattr__(self, "protocol", Protocol(self.protocol))
+        for name in ("private_address", "peer", "peer_private", "sync_group"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, IPv4Address(value))
+        if self.nat_router is not None:
+            object.__setattr__(self, "nat_router", IPv4Interface(self.nat_router))
+        object.__setattr__(self, "key", bytes(self.key))
         for problem in self._problems():
             raise ValueError(problem)
 
@@ -80,6 +119,12 @@ class HaConfig:
             (self.garp_repeat < 0 or self.garp_refresh_repeat < 0, "GARP repeats must be >= 0"),
             (min(self.garp_delay_s, self.garp_interval_s, self.garp_refresh_s) < 0,
              "GARP delays must be >= 0"),
+            (not 1 <= self.heartbeat_port <= 65535, "heartbeat_port not in 1..65535"),
+            (not 1 <= self.sync_port <= 65535, "sync_port not in 1..65535"),
+            (not 0 <= self.syncid <= 255, "syncid not in 0..255"),
+            (not self.sync_interval_s > 0, "sync_interval_s must be > 0"),
+            (self.nat_router is not None and self.nat_router.ip not in self.vips,
+             "the nat_router address must be one of the vips"),
         ]
         return [msg for bad, msg in checks if bad]
 

@@ -5,7 +5,10 @@ The active router exports connections created or changed since the last export
 its own table, bound to its own copy of the real servers, so that after a
 takeover established connections continue (spec ha-health-config §5). The wire
 format is ha/sync.py's; this module only moves rows between an Engine and plain
-tuples. Pure: `now` is passed in.
+tuples, and `to_sync_conns`/`from_sync_conns` map those tuples to and from
+ha/sync.py's IPVS sync v1 records (state numbers are the kernel's already; UDP's
+one state is 0 on the wire; persistence templates are not sent, a backup makes
+its own). Pure: `now` is passed in.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ipaddress import IPv4Address
+
 from userlb import tcpstate
+from userlb.ha import sync as wire
 from userlb.conntable import CONN_F_TEMPLATE
 
 
@@ -77,3 +83,41 @@ def import_entries(engine, entries: list[SyncEntry], now: float) -> int:
         engine.acct.transition(ids, state, np.zeros(1, bool), np.zeros(1, np.int64), count=False)
         applied += 1
     return applied
+
+
+_TEMPLATE_PROTO_BIT = 0x80        # persist.TEMPLATE_PROTO_BIT: templates stay local
+
+
+def to_sync_conns(entries: list[SyncEntry]) -> list[wire.SyncConn]:
+    """IPVS sync v1 records for `entries` (NAT forwarding; INACTIVE unless ESTABLISHED/UDP)."""
+    conns = []
+    for e in entries:
+        if e.proto & _TEMPLATE_PROTO_BIT:
+            continue
+        udp = e.state == tcpstate.UDP
+        flags = wire.IP_VS_CONN_F_MASQ
+        if not udp and e.state != tcpstate.ESTABLISHED:
+            flags |= wire.IP_VS_CONN_F_INACTIVE       # as ip_vs_sync_conn: not established
+        conns.append(wire.SyncConn(e.proto, IPv4Address(e.caddr), e.cport, IPv4Address(e.vaddr),
+                                   e.vport, IPv4Address(e.daddr), e.dport,
+                                   0 if udp else e.state, flags, int(-(-e.timeout_s // 1))))
+    return conns
+
+
+def from_sync_conns(conns) -> list[SyncEntry]:
+    """Entries to import from decoded records; IPv6, templates, one-packet and unknown
+    protocols are skipped (userlb's table is IPv4 TCP/UDP only)."""
+    skip = wire.IP_VS_CONN_F_TEMPLATE | wire.IP_VS_CONN_F_ONE_PACKET
+    entries = []
+    for c in conns:
+        if c.caddr.version != 4 or c.flags & skip or c.proto not in (6, 17):
+            continue
+        if c.proto == 17:
+            state = tcpstate.UDP
+        elif c.state < tcpstate.N_TCP_STATES:
+            state = c.state
+        else:
+            continue
+        entries.append(SyncEntry(c.proto, int(c.caddr), c.cport, int(c.vaddr), c.vport,
+                                 int(c.daddr), c.dport, state, float(c.timeout_s)))
+    return entries

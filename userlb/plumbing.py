@@ -18,6 +18,7 @@ lives here.
 
 from __future__ import annotations
 
+import errno
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,14 +75,42 @@ class RouterPlumbing:
         self._ipr.route("add", dst="0.0.0.0/0", oif=tun, table=self.table)
         self._undo.append(lambda: self._ipr.route("del", dst="0.0.0.0/0", oif=tun,
                                                   table=self.table))
-        self._ipr.rule("add", iifname=self.server_interface, table=self.table,
-                       priority=self.rule_priority)
+        try:
+            self._ipr.rule("add", iifname=self.server_interface, table=self.table,
+                           priority=self.rule_priority)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:    # left by a SIGKILLed predecessor: take it over
+                raise
         self._undo.append(lambda: self._ipr.rule("del", iifname=self.server_interface,
                                                  table=self.table, priority=self.rule_priority))
         if claim:
             self.claim()
+        else:
+            self._sweep()
         log.info("plumbing installed: %d VIP(s) via %s, replies from %s%s", len(self.vips),
                  self.tun, self.server_interface, "" if claim else " (VIPs not claimed)")
+
+    def _gateway_parts(self) -> tuple[str, int]:
+        addr, _, prefix = self.gateway.partition("/")
+        return addr, int(prefix or 32)
+
+    def _sweep(self) -> None:
+        """Drop what a killed predecessor may have left claimed (a proxy-ARP entry and the
+        gateway address outlive a SIGKILLed userlb; the VIP routes die with its TUN), so a
+        backup starts without answering ARP for addresses it does not hold."""
+        client = self._index(self.client_interface)
+        for vip in self.vips:
+            try:
+                self._ipr.neigh("del", dst=vip, ifindex=client, flags=NTF_PROXY)
+            except NetlinkError:
+                pass
+        if self.gateway:
+            addr, prefix = self._gateway_parts()
+            try:
+                self._ipr.addr("del", index=self._index(self.server_interface), address=addr,
+                               prefixlen=prefix)
+            except NetlinkError:
+                pass
 
     @property
     def claimed(self) -> bool:
@@ -96,15 +125,19 @@ class RouterPlumbing:
         for vip in self.vips:
             self._ipr.route("add", dst=f"{vip}/32", oif=tun)
             self._claimed.append(lambda vip=vip: self._ipr.route("del", dst=f"{vip}/32", oif=tun))
-            self._ipr.neigh("add", dst=vip, ifindex=client, flags=NTF_PROXY)
+            self._ipr.neigh("replace", dst=vip, ifindex=client, flags=NTF_PROXY)
             self._claimed.append(lambda vip=vip: self._ipr.neigh("del", dst=vip, ifindex=client,
                                                                  flags=NTF_PROXY))
         if self.gateway:
             server = self._index(self.server_interface)
-            addr, _, prefix = self.gateway.partition("/")
-            self._ipr.addr("add", index=server, address=addr, prefixlen=int(prefix or 32))
+            addr, prefix = self._gateway_parts()
+            try:
+                self._ipr.addr("add", index=server, address=addr, prefixlen=prefix)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:      # left by a killed predecessor: ours now
+                    raise
             self._claimed.append(lambda: self._ipr.addr("del", index=server, address=addr,
-                                                        prefixlen=int(prefix or 32)))
+                                                        prefixlen=prefix))
 
     def release(self) -> None:
         """Undo claim(): the VIPs and the gateway address go to whoever claims them next."""
