@@ -43,7 +43,7 @@ class Load:
     server or None for a failed request)."""
 
     def __init__(self, lab, max_requests=20_000, max_s=60.0):
-        self.lab, self.log, self.stop = lab, [], threading.Event()
+        self.lab, self.log, self.errors, self.stop = lab, [], [], threading.Event()
         self.thread = threading.Thread(target=self.run, args=(max_requests, max_s))
 
     def run(self, max_requests, max_s):
@@ -53,9 +53,10 @@ class Load:
                 return
             started = time.monotonic()
             try:
-                server = self.lab.http_get("/", timeout_s=2)[1]["x-server"]
-            except OSError:
+                server = self.lab.http_get("/", timeout_s=5)[1]["x-server"]
+            except OSError as exc:
                 server = None
+                self.errors.append((started, repr(exc)))
             self.log.append((started, server))
 
     def __enter__(self):
@@ -94,14 +95,15 @@ def test_failed_server_is_quiesced_then_comes_back(lab):
         stopped = time.monotonic()
         lab.stop_http(0)
         deadline = stopped + FALL * INTERVAL_S + SLACK_S
-        assert lab.wait_until(lambda: any(d["address"].endswith(".11") and d["weight"] == 0
-                                          for d in dests(lab)), 10)
+        assert lab.wait_until(lambda: all(d["weight"] == 0 for d in dests(lab)     # both services
+                                          if d["address"].endswith(".11")), 10)
         quiesced = time.monotonic()
         assert quiesced <= deadline
         settled = quiesced + 0.1
         assert lab.wait_until(lambda: len(load.since(settled)) >= 60, 20)
         after = load.since(settled)
-        assert None not in after and "rs1" not in after       # zero failures on the others
+        assert None not in after, [e for e in load.errors if e[0] >= settled]
+        assert "rs1" not in after                             # zero failures on the others
         assert set(after) == {"rs2", "rs3"}
         echo.sendall(b"still open")                             # quiesce keeps it working
         assert echo.recv(64) == b"still open"
@@ -112,4 +114,5 @@ def test_failed_server_is_quiesced_then_comes_back(lab):
     print(f"requests by server: {dict(counts)}; failed while rs1 was being caught: "
           f"{counts[None]}; quiesced {quiesced - stopped:.2f} s after the stop")
     failed_at = [t for t, server in load.log if server is None]
-    assert all(stopped <= t <= quiesced for t in failed_at)   # only while rs1 was being caught
+    # only while rs1 was being caught (a request started just before the kill may meet it)
+    assert all(stopped - 0.2 <= t <= quiesced for t in failed_at), (stopped, quiesced, failed_at)
