@@ -5,6 +5,8 @@
   userlb check-config FILE   validate a config; errors as path:line: message
   userlb show WHAT           services | conns | stats | trace | health | ha, from a
                              running balancer
+  userlb reload              re-read the config of a running balancer (as SIGHUP)
+  userlb adm ARGS            ipvsadm's commands against a running balancer (-L -n, -a, -e, ...)
   userlb lab-cleanup         delete namespaces left by killed lab runs
   userlb bench WHAT          sched | conntable | engine [--smoke]: ratios against baselines
 """
@@ -39,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="with `trace`: also write the packets before and after NAT as "
                         "annotated pcapng (wireshark/tshark -r FILE)")
     sub.add_parser("lab-cleanup", help="remove namespaces of killed lab runs")
+    rl = sub.add_parser("reload", help="re-read the running balancer's config and apply the "
+                                       "differences (as SIGHUP)")
+    rl.add_argument("--ctl", default=DEFAULT_CTL, help="control socket path")
+    sub.add_parser("adm", help="ipvsadm's commands and options against a running balancer "
+                               "(userlb adm [--ctl PATH] -L -n ...)")
     b = sub.add_parser("bench", help="benchmarks against same-run baselines (python -m userlb.bench)",
                        add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER)
@@ -46,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["adm"]:                 # ipvsadm's own option syntax (-Ln, -p [t]) first
+        return _adm(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         from userlb.daemon import run
@@ -67,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "show":
         return _show(args)
+    if args.command == "reload":
+        return _reload(args)
     if args.command == "bench":
         from userlb.bench.__main__ import main as bench
         return bench(args.args)
@@ -75,6 +87,36 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(cleanup_stale()) or "nothing to clean up")
         return 0
     _parser().print_help()
+    return 0
+
+
+def _adm(argv: list[str]) -> int:
+    """`userlb adm [--ctl PATH] <ipvsadm arguments>`: run remotely, print as ipvsadm does."""
+    from userlb import ctlclient
+    ctl = DEFAULT_CTL
+    if argv[:1] == ["--ctl"] and len(argv) > 1:
+        ctl, argv = argv[1], argv[2:]
+    stdin = sys.stdin.read() if ("-R" in argv or "--restore" in argv) else None
+    try:
+        out = ctlclient.request(ctl, "adm", argv=argv, stdin=stdin)
+    except ctlclient.ControlError as exc:
+        print(f"userlb: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(out["stdout"])
+    sys.stderr.write(out["stderr"])
+    return int(out["exit_code"])
+
+
+def _reload(args) -> int:
+    from userlb import ctlclient
+    try:
+        result = ctlclient.request(args.ctl, "reload", timeout_s=60)
+    except ctlclient.ControlError as exc:
+        print(f"userlb: reload refused: {exc}", file=sys.stderr)
+        return 1
+    for line in result["warnings"]:
+        print(line, file=sys.stderr)
+    print("\n".join(result["applied"]) or "no changes")
     return 0
 
 

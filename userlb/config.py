@@ -23,6 +23,8 @@ Schema (docs/config.md has a full commented example)::
     ctl_socket = "/run/userlb.sock"   # control socket path (<= 107 bytes)
     trace_connections = 0             # record the packet flow of the first N connections
     batch_size = 256                  # frames per data-path batch, >= 1
+    metrics = ""                      # "address:port" for Prometheus /metrics; "" = off
+    log_format = "plain"              # "plain" | "json"
     [timeouts]                        # optional; ipvsadm --set semantics, seconds
     tcp = 900                         # ESTABLISHED
     tcpfin = 120                      # FIN_WAIT
@@ -105,6 +107,10 @@ class RouterConfig:
     """Record the packet flow of the first N connections for `userlb trace`; 0 = off."""
     batch_size: int = 256
     """Frames read from the TUN and processed per data-path batch."""
+    metrics: str = ""
+    """"address:port" where Prometheus metrics are served (GET /metrics); "" = off."""
+    log_format: str = "plain"
+    """"plain" text lines or "json" (one JSON object per line) on stderr."""
 
 
 @dataclass(frozen=True)

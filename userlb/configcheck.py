@@ -176,7 +176,24 @@ class _Checker:
         values["trace_connections"] = self.integer(table, path, "trace_connections",
                                                    default.trace_connections, 0)
         values["batch_size"] = self.integer(table, path, "batch_size", default.batch_size, 1)
+        values["metrics"] = self.endpoint(table, path, "metrics", default.metrics)
+        values["log_format"] = self.get(table, path, "log_format", "string", default.log_format)
+        if values["log_format"] not in (_BAD, "plain", "json"):
+            self.error(path + ("log_format",), f"must be 'plain' or 'json', got "
+                                               f"'{values['log_format']}'")
+            values["log_format"] = _BAD
         return _build(RouterConfig, values)
+
+    def endpoint(self, table: dict, path: KeyPath, key: str, default: str) -> Any:
+        """"" or "a.b.c.d:port" (a listening address)."""
+        value = self.get(table, path, key, "string", default)
+        if value in (_BAD, ""):
+            return value
+        host, _, port = value.rpartition(":")
+        if normal_ipv4(host) is None or not port.isdigit() or not 0 < int(port) < 65536:
+            self.error(path + (key,), f"'{value}' is not an IPv4 address:port")
+            return _BAD
+        return value
 
     def interface(self, table: dict, path: KeyPath, key: str, default: str) -> Any:
         value = self.get(table, path, key, "string", default)

@@ -77,7 +77,7 @@ class ServiceChanged:
     new: VirtualService
     """The service as it will be."""
     names: tuple[str, ...]
-    """Fields that differ: scheduler, sched_flags, persistent_s, netmask."""
+    """Fields that differ: scheduler, sched_flags, persistent_s, netmask, match."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class RealEdited:
 Change = Union[RouterChanged, TimeoutsChanged, ServiceAdded, ServiceRemoved, ServiceChanged,
                RealAdded, RealRemoved, RealEdited]
 
-_SERVICE_SETTINGS = ("scheduler", "sched_flags", "persistent_s", "netmask")
+_SERVICE_SETTINGS = ("scheduler", "sched_flags", "persistent_s", "netmask", "match")
 _REAL_SETTINGS = ("weight", "u_threshold", "l_threshold")
 
 
@@ -139,8 +139,8 @@ def diff(old: "Config", new: "Config") -> list[Change]:
     return changes
 
 
-def _service_key(service: VirtualService) -> tuple[str, str, int]:
-    return (service.protocol, service.vip, service.port)
+def _service_key(service: VirtualService) -> tuple[int, int, int]:
+    return service.key           # (protocol, vip, port), or (0, mark, 0) for a fwmark service
 
 
 def _differing(old: object, new: object, names: tuple[str, ...]) -> tuple[str, ...]:

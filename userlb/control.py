@@ -4,8 +4,9 @@ Each request is one JSON object {"cmd": NAME, ...}; each reply is
 {"ok": true, "result": ...} or {"ok": false, "error": "..."}. Commands run
 on the data-path thread via DataPath.call(), so they see and change the
 engine between batches. The socket is created mode 0600 (root only).
-Commands: ping, services, conns, stats, trace, edit-dest, timeout, ha (the HA role
-and counters; also under "ha" in stats).
+Commands: ping, services, conns, stats, trace, trace-next, edit-dest, timeout, adm
+(ipvsadm's command line, run by admexec), ha (the HA role and counters; also under
+"ha" in stats), and the control plane's own (reload) which run on the event loop.
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ import json
 import logging
 import os
 
-from userlb import snapshot
+from userlb import admexec, snapshot
 
 log = logging.getLogger("userlb.control")
+
+
+def _trace_next(engine, count: int) -> int:
+    """Trace the next `count` new connections (on top of any still pending)."""
+    engine.trace_budget = max(engine.trace_budget, 0) + max(count, 0)
+    return engine.trace_budget
 
 
 def _edit_dest(engine, now, args):
@@ -34,17 +41,21 @@ COMMANDS = {
     "stats": lambda engine, now, args: snapshot.stats(engine),
     "trace": lambda engine, now, args: engine.trace.as_json(),
     "edit-dest": _edit_dest,
+    "trace-next": lambda engine, now, args: _trace_next(engine, int(args.get("count", 1))),
+    "adm": lambda engine, now, args: admexec.run(engine, list(args["argv"]), now,
+                                                 stdin=args.get("stdin"),
+                                                 prog="userlb adm")._asdict(),
     "ha": lambda engine, now, args: None,     # answered by the HA runner when HA is configured
-    "timeout": lambda engine, now, args: [engine.timeouts.tcp_s, engine.timeouts.tcpfin_s,
-                                          engine.timeouts.udp_s],
+    "timeout": lambda engine, now, args: list(engine.timeouts.ipvsadm_timeout()),
 }
 
 
 class ControlServer:
-    def __init__(self, path: str, datapath, health=None, ha=None) -> None:
+    def __init__(self, path: str, datapath, health=None, ha=None, loop_commands=None) -> None:
         self.path = path
         self.datapath = datapath
         self.health = health
+        self.loop_commands = loop_commands or {}   # name → async fn(args): run on the loop
         self.ha = ha          # ha.runner.HaRunner or None; its status() runs on this loop
         self.server: asyncio.AbstractServer | None = None
 
@@ -72,6 +83,12 @@ class ControlServer:
                 dest["health"] = (self.health.health_of(skey, (dest["addr"], dest["port"]))
                                   if self.health else "unchecked")
 
+    async def _on_loop(self, cmd: str, request: dict) -> dict:
+        try:
+            return {"ok": True, "result": await self.loop_commands[cmd](request)}
+        except Exception as exc:  # reported back to the operator
+            return {"ok": False, "error": str(exc)}
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
@@ -86,9 +103,12 @@ class ControlServer:
         try:
             request = json.loads(line)
             cmd = request.pop("cmd")
+            if cmd in self.loop_commands:
+                return await self._on_loop(cmd, request)
             fn = COMMANDS[cmd]
         except (ValueError, KeyError, AttributeError, TypeError):
-            return {"ok": False, "error": f"bad request (commands: {', '.join(COMMANDS)})"}
+            names = ", ".join([*COMMANDS, *self.loop_commands])
+            return {"ok": False, "error": f"bad request (commands: {names})"}
         if cmd == "ha" and self.ha is not None:
             return {"ok": True, "result": self.ha.status()}
         fut = self.datapath.call(lambda engine, now: fn(engine, now, request))

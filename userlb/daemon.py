@@ -1,23 +1,22 @@
-"""EDGE: `userlb run CONFIG`: TUN, plumbing, data-path thread and control socket.
+"""EDGE: `userlb run CONFIG`: TUN, plumbing, data-path thread, then the control plane.
 
-Start-up order: load the config (errors → `path:line: message`, exit 2), open
-the TUN, install the plumbing, start the data-path thread, serve the control
-socket (and the health checks, if any) on a uvloop loop until SIGINT/SIGTERM. Shutdown undoes it all in
-reverse order, also when start-up fails half way. With an [ha] table the VIPs are
-not claimed at start: ha/runner.py claims them when this router becomes master
-and sends a priority-0 advert and releases them at shutdown.
+Start-up order: load the config (TOML, lvs.cf or keepalived.conf; errors →
+`path:line: message`, exit 2), open the TUN, install the plumbing, start the
+data-path thread, run the control plane (controlplane.py) on a uvloop loop
+until SIGINT/SIGTERM. Shutdown undoes it all in reverse order, also when
+start-up fails half way. With an [ha] table the VIPs are not claimed at start:
+ha/runner.py claims them when this router becomes master and sends a
+priority-0 advert and releases them at shutdown.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import sys
 
-from userlb import config as config_mod
-from userlb import tcpstate
-from userlb.control import ControlServer
+from userlb import configload, logs, tcpstate
+from userlb.config import ConfigError
+from userlb.controlplane import ControlPlane
 from userlb.engine import Engine
 from userlb.plumbing import RouterPlumbing
 from userlb.tun import Tun
@@ -43,59 +42,32 @@ def ha_config(cfg):
     return cfg.ha
 
 
-async def _serve(cfg, datapath, plumbing=None) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    health = None
-    if cfg.health:
-        from userlb.healthlink import HealthLink
-        health = HealthLink(cfg.health, datapath)
-    ha = None
-    if ha_config(cfg) is not None:
-        from userlb.ha.runner import HaRunner
-        ha = HaRunner(cfg.ha, plumbing, datapath)
-    control = ControlServer(cfg.router.ctl_socket, datapath, health=health, ha=ha)
-    await control.start()
-    if ha is not None:
-        await ha.start()
-    if health is not None:
-        await health.start()
-    log.info("ready: %d service(s), %d with health checks, control socket %s",
-             len(cfg.services), len(cfg.health), cfg.router.ctl_socket)
-    try:
-        await stop.wait()
-    finally:
-        if ha is not None:
-            await ha.stop()          # a master sends priority 0 and releases the VIPs
-        if health is not None:
-            await health.stop()
-        await control.close()
-
-
 def run(path: str) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stderr)
+    logs.setup()
     try:
-        cfg = config_mod.load(path)
-    except config_mod.ConfigError as exc:
+        cfg, warnings = configload.load_any(path)
+    except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    logs.setup(cfg.router.log_format)
+    for warning in warnings:
+        log.warning("%s", warning)
     engine = build_engine(cfg)
     r = cfg.router
+    ha = ha_config(cfg)
     tun = plumbing = datapath = None
     try:
         tun = Tun(r.tun)
-        ha = ha_config(cfg)
         gateway = str(ha.nat_router) if ha is not None and ha.nat_router is not None else None
         plumbing = RouterPlumbing(r.tun, r.client_interface, r.server_interface,
-                                  sorted({s.vip for s in cfg.services}), gateway=gateway)
+                                  sorted({s.vip for s in cfg.services if not s.fwmark} |
+                                         {m[1] for s in cfg.services for m in s.match}),
+                                  gateway=gateway)
         plumbing.install(claim=ha is None)       # with HA the runner claims on becoming master
         datapath = DataPath(engine, tun, batch_size=r.batch_size)
         datapath.start()
         import uvloop
-        uvloop.run(_serve(cfg, datapath, plumbing))
+        uvloop.run(ControlPlane(cfg, path, datapath, plumbing, ha).run())
     finally:
         if datapath is not None:
             datapath.stop()

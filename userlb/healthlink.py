@@ -32,6 +32,12 @@ class HealthLink:
     async def stop(self) -> None:
         await self.runner.stop()
 
+    async def reload(self, services) -> None:
+        """New check settings; unchanged checks keep their counters (HealthRunner.reload)."""
+        self.templates = {(s.key, (ip_to_int(rs.address), rs.port)): rs
+                          for s in (h.service for h in services) for rs in s.reals}
+        await self.runner.reload(list(services))
+
     def on_change(self, event) -> None:
         if isinstance(event, QuorumChanged):
             log.warning("service %s quorum %s (%s)", event.service_key,

@@ -83,6 +83,7 @@ class Balancer:
     proc: subprocess.Popen
     ctl_path: str
     log_path: str
+    config_path: str = ""
 
     def log(self) -> str:
         try:
@@ -244,16 +245,19 @@ class Lab:
         return (f'\n[[service]]\nprotocol = "{proto}"\nvip = "{VIP}"\nport = {port}\n'
                 f'scheduler = "{scheduler}"\n{health}{reals}')
 
-    def start_balancer(self, config_text: str, timeout_s: float = 20.0) -> Balancer:
-        cfg = self.workdir / "userlb.toml"
+    def start_balancer(self, config_text: str, timeout_s: float = 20.0,
+                       filename: str = "userlb.toml", ctl_path: str | None = None) -> Balancer:
+        """`userlb run` in the router namespace on `config_text` saved as `filename` (its
+        extension picks the format); `ctl_path` if the config names another socket."""
+        cfg = self.workdir / filename
         cfg.write_text(config_text)
         log_path = self.workdir / "userlb.log"
-        ctl_path = str(self.workdir / "ctl.sock")
+        ctl_path = ctl_path or str(self.workdir / "ctl.sock")
         log = open(log_path, "w")
         argv = exec_argv(self.router_ns, [sys.executable, "-m", "userlb", "run", str(cfg)])
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd="/")
         log.close()
-        balancer = Balancer(proc, ctl_path, str(log_path))
+        balancer = Balancer(proc, ctl_path, str(log_path), str(cfg))
         self._balancers.append(balancer)
         from userlb.ctlclient import wait_ready
         if not wait_ready(ctl_path, proc, timeout_s):
