@@ -90,6 +90,8 @@ class BaseScheduler:
         raise NotImplementedError
 
     def schedule_batch(self, dests: DestTable, flows: FlowBatch, now: float) -> np.ndarray:
+        if len(flows) == 1:                 # nothing to bind before a later pick: no scratch
+            return np.array([self.schedule(dests, flows[0], now)], np.int32)
         scratch = dests.copy()
         picks = np.full(len(flows), NO_DEST, np.int32)
         for i in range(len(flows)):

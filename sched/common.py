@@ -27,6 +27,8 @@ _FLAG_BITS = {
 
 # Protocols whose first 4 L4 bytes are the ports [sh/mh: ip_vs_sh_get_port]
 PORT_PROTOCOLS = (6, 17, 132)
+HAS_PORTS = np.zeros(256, bool)             # proto → True for PORT_PROTOCOLS, one gather a batch
+HAS_PORTS[list(PORT_PROTOCOLS)] = True
 
 
 def sched_flag_bits(flags: tuple[str, ...], sched_name: str) -> int:
@@ -129,6 +131,8 @@ class UidRows:
         self.table_uids = np.asarray(table_uids, np.int64)
         self._key: bytes | None = None
         self._rows = np.full(len(self.table_uids), -1, np.int64)
+        self._usable_key: tuple | None = None
+        self._usable = self._rows.astype(np.int32)
 
     def rows(self, dests: DestTable) -> np.ndarray:
         key = dests.uid.tobytes()
@@ -136,6 +140,21 @@ class UidRows:
             self._rows = rows_of_uids(dests.uid, self.table_uids)
             self._key = key
         return self._rows
+
+    def usable(self, dests: DestTable, ok=eligible) -> np.ndarray:
+        """Bucket → its row where ok(dests) allows it, else -1 (int32, read-only).
+
+        A batch then needs one gather. Cached on the columns ok reads (uid,
+        weight, flags), which change on edits and on OVERLOAD, not per batch.
+        """
+        key = (ok, dests.uid.tobytes(), dests.weight.tobytes(), dests.flags.tobytes())
+        if key != self._usable_key:
+            rows = self.rows(dests)
+            allowed = np.append(ok(dests), False)[rows]         # row -1 → False
+            self._usable = np.where(allowed, rows, -1).astype(np.int32)
+            self._usable.flags.writeable = False
+            self._usable_key = key
+        return self._usable
 
 
 def rows_of_uids(uids: np.ndarray, wanted: np.ndarray) -> np.ndarray:

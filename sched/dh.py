@@ -16,7 +16,7 @@ import numpy as np
 from userlb.sched import register
 from userlb.sched.base import NO_DEST, BaseScheduler, Flow, FlowBatch
 from userlb.sched.common import UidRows, available, binds_exact
-from userlb.sched.hashing import addr_hash, hash_32_array
+from userlb.sched.hashing import addr_hash, hash_32_u32
 from userlb.services import DestTable
 
 TAB_BITS = 8                        # CONFIG_IP_VS_DH_TAB_BITS
@@ -44,9 +44,8 @@ class DestinationHashing(BaseScheduler):
         return row
 
     def schedule_batch(self, dests: DestTable, flows: FlowBatch, now: float) -> np.ndarray:
-        rows = self.table.rows(dests)[hash_32_array(flows.daddr, TAB_BITS)]
-        ok = np.append(available(dests), False)         # row -1 → False
-        picks = np.where(ok[rows], rows, NO_DEST)
+        ihash = hash_32_u32(flows.daddr.astype(np.uint32, copy=False), TAB_BITS)
+        picks = self.table.usable(dests, available)[ihash]    # bucket → available row or -1
         if not binds_exact(dests, picks):
             return super().schedule_batch(dests, flows, now)
-        return picks.astype(np.int32)
+        return picks

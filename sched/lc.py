@@ -9,9 +9,12 @@ ignored.
 
 from __future__ import annotations
 
+import numpy as np
+
 from userlb.sched import register
-from userlb.sched.base import NO_DEST, BaseScheduler, Flow
+from userlb.sched.base import NO_DEST, BaseScheduler, Flow, FlowBatch
 from userlb.sched.common import conn_overhead
+from userlb.sched.leastconn import LC, merge_batch
 from userlb.services import DEST_F_OVERLOAD, DestTable
 
 
@@ -32,3 +35,7 @@ class LeastConnection(BaseScheduler):
             if least == NO_DEST or doh < loh:       # as ip_vs_lc: strict <, first wins ties
                 least, loh = row, doh
         return least
+
+    def schedule_batch(self, dests: DestTable, flows: FlowBatch, now: float) -> np.ndarray:
+        picks = merge_batch(LC, dests, flows)      # exact merge (leastconn.py)
+        return super().schedule_batch(dests, flows, now) if picks is None else picks

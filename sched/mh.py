@@ -27,9 +27,10 @@ import numpy as np
 
 from userlb.sched import register
 from userlb.sched.base import NO_DEST, BaseScheduler, Flow, FlowBatch
-from userlb.sched.common import (PORT_PROTOCOLS, SVC_F_SCHED1, SVC_F_SCHED2, UidRows,
-                                 binds_exact, eligible, sched_flag_bits)
-from userlb.sched.hashing import MH_HASH1, MH_HASH2, mh_hash, mh_hash_array
+from userlb.sched.common import (HAS_PORTS, PORT_PROTOCOLS, SVC_F_SCHED1, SVC_F_SCHED2,
+                                 UidRows, binds_exact, eligible, sched_flag_bits)
+from userlb.sched.hashing import (MH_HASH1, MH_HASH2, hsiphash_u32_raw, mh_hash,
+                                  mh_hash_array)
 from userlb.services import DestTable
 
 PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
@@ -75,20 +76,24 @@ class MaglevHashing(BaseScheduler):
         return NO_DEST
 
     def schedule_batch(self, dests: DestTable, flows: FlowBatch, now: float) -> np.ndarray:
-        rows = self.table.rows(dests)
-        ok = np.append(eligible(dests), False)
-        ports = flows.sport if self.use_port else np.zeros(len(flows), np.uint16)
-        ports = np.where(np.isin(flows.proto, PORT_PROTOCOLS), ports, 0).astype(np.int64)
-        ihash = mh_hash_array(flows.saddr, ports, MH_HASH1) % TAB_SIZE
-        primary = rows[ihash]
-        picks = np.where(ok[primary], primary, NO_DEST)
+        keys = flows.saddr.astype(np.uint32, copy=False)
+        ports = None
+        if self.use_port:                   # offset + port + addr, a u32 sum that wraps
+            ports = np.where(HAS_PORTS[flows.proto], flows.sport, 0).astype(np.uint32)
+            keys = keys + ports
+        ihash = hsiphash_u32_raw(keys, MH_HASH1) % np.uint64(TAB_SIZE)
+        picks = self.table.usable(dests)[ihash]     # one gather: slot → usable row or -1
         if self.fallback:
-            probe = np.flatnonzero((primary >= 0) & ~ok[primary])
+            rows = self.table.rows(dests)
+            probe = np.flatnonzero((picks < 0) & (rows[ihash] >= 0))
+            ok = np.append(eligible(dests), False)
             if len(probe) and ok[rows].any():
-                picks[probe] = _probe(rows, ok, flows.saddr[probe], ports[probe], ihash[probe])
+                port = np.zeros(len(probe), np.int64) if ports is None else ports[probe]
+                picks[probe] = _probe(rows, ok, flows.saddr[probe], port,
+                                      ihash[probe].astype(np.int64))
         if not binds_exact(dests, picks):
             return super().schedule_batch(dests, flows, now)
-        return picks.astype(np.int32)
+        return picks
 
 
 def _probe(rows, ok, saddr, ports, ihash) -> np.ndarray:

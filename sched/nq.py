@@ -9,9 +9,12 @@ earlier server on ties). For UDP every server is idle: the first eligible wins.
 
 from __future__ import annotations
 
+import numpy as np
+
 from userlb.sched import register
-from userlb.sched.base import NO_DEST, BaseScheduler, Flow
+from userlb.sched.base import NO_DEST, BaseScheduler, Flow, FlowBatch
 from userlb.sched.common import u32
+from userlb.sched.leastconn import NQ, merge_batch
 from userlb.services import DEST_F_OVERLOAD, DestTable
 
 
@@ -34,3 +37,7 @@ class NeverQueue(BaseScheduler):
             if least == NO_DEST or u32(loh * w) > u32(doh * weight[least]):
                 least, loh = row, doh
         return least
+
+    def schedule_batch(self, dests: DestTable, flows: FlowBatch, now: float) -> np.ndarray:
+        picks = merge_batch(NQ, dests, flows)      # exact merge (leastconn.py)
+        return super().schedule_batch(dests, flows, now) if picks is None else picks

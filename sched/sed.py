@@ -9,9 +9,12 @@ strict >, so ties go to the earlier server. For UDP every server looks idle.
 
 from __future__ import annotations
 
+import numpy as np
+
 from userlb.sched import register
-from userlb.sched.base import NO_DEST, BaseScheduler, Flow
+from userlb.sched.base import NO_DEST, BaseScheduler, Flow, FlowBatch
 from userlb.sched.common import u32
+from userlb.sched.leastconn import SED, merge_batch
 from userlb.services import DEST_F_OVERLOAD, DestTable
 
 
@@ -36,3 +39,7 @@ class ShortestExpectedDelay(BaseScheduler):
             if u32(loh * w) > u32(doh * weight[least]):
                 least, loh = row, doh
         return least
+
+    def schedule_batch(self, dests: DestTable, flows: FlowBatch, now: float) -> np.ndarray:
+        picks = merge_batch(SED, dests, flows)      # exact merge (leastconn.py)
+        return super().schedule_batch(dests, flows, now) if picks is None else picks

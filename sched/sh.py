@@ -19,9 +19,9 @@ import numpy as np
 
 from userlb.sched import register
 from userlb.sched.base import NO_DEST, BaseScheduler, Flow, FlowBatch
-from userlb.sched.common import (PORT_PROTOCOLS, SVC_F_SCHED1, SVC_F_SCHED2, UidRows,
-                                 binds_exact, eligible, sched_flag_bits)
-from userlb.sched.hashing import sh_hash, sh_hash_array
+from userlb.sched.common import (HAS_PORTS, PORT_PROTOCOLS, SVC_F_SCHED1, SVC_F_SCHED2,
+                                 UidRows, binds_exact, eligible, sched_flag_bits)
+from userlb.sched.hashing import hash_32_u32, sh_hash
 from userlb.services import DestTable
 
 TAB_BITS = 8                        # CONFIG_IP_VS_SH_TAB_BITS
@@ -71,20 +71,20 @@ class SourceHashing(BaseScheduler):
         return NO_DEST
 
     def schedule_batch(self, dests: DestTable, flows: FlowBatch, now: float) -> np.ndarray:
-        rows = self.table.rows(dests)
-        ok = np.append(eligible(dests), False)
-        ports = flows.sport if self.use_port else np.zeros(len(flows), np.uint16)
-        ports = np.where(np.isin(flows.proto, PORT_PROTOCOLS), ports, 0)
-        ihash = sh_hash_array(flows.saddr, ports)
-        primary = rows[ihash]
-        picks = np.where(ok[primary], primary, NO_DEST)
+        keys = flows.saddr.astype(np.uint32, copy=False)
+        if self.use_port:                   # port + addr, a u32 sum that wraps
+            keys = keys + np.where(HAS_PORTS[flows.proto], flows.sport, 0).astype(np.uint32)
+        ihash = hash_32_u32(keys, TAB_BITS)
+        picks = self.table.usable(dests)[ihash]     # one gather: bucket → usable row or -1
         if self.fallback:
-            probe = (primary >= 0) & ~ok[primary]
+            rows = self.table.rows(dests)
+            probe = (picks < 0) & (rows[ihash] >= 0)
             if probe.any():
+                ok = np.append(eligible(dests), False)
                 picks[probe] = _probe_results(rows, ok)[(2 * ihash[probe]) & TAB_MASK]
         if not binds_exact(dests, picks):
             return super().schedule_batch(dests, flows, now)
-        return picks.astype(np.int32)
+        return picks
 
 
 def _probe_results(rows: np.ndarray, ok: np.ndarray) -> np.ndarray:

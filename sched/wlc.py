@@ -9,9 +9,12 @@ loaded, so ties go to the earlier server in scan order and weight 0 never wins.
 
 from __future__ import annotations
 
+import numpy as np
+
 from userlb.sched import register
-from userlb.sched.base import NO_DEST, BaseScheduler, Flow
+from userlb.sched.base import NO_DEST, BaseScheduler, Flow, FlowBatch
 from userlb.sched.common import wlc_pick
+from userlb.sched.leastconn import WLC, merge_batch
 from userlb.services import DestTable
 
 
@@ -22,3 +25,7 @@ class WeightedLeastConnection(BaseScheduler):
     def schedule(self, dests: DestTable, flow: Flow, now: float) -> int:
         row = wlc_pick(dests)
         return row if row >= 0 else NO_DEST
+
+    def schedule_batch(self, dests: DestTable, flows: FlowBatch, now: float) -> np.ndarray:
+        picks = merge_batch(WLC, dests, flows)      # exact merge (leastconn.py)
+        return super().schedule_batch(dests, flows, now) if picks is None else picks

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from functools import reduce
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from userlb import sched
+from userlb.sched import leastconn
 from userlb.sched.base import NO_DEST, BaseScheduler, FlowBatch
 from userlb.services import DEST_F_AVAILABLE, DEST_F_OVERLOAD, DestTable
 
@@ -29,14 +31,18 @@ FLAG_CHOICES = {"sh": [(), ("sh-fallback",), ("sh-port",), ("sh-fallback", "sh-p
 BASE = 0xC6120100                                   # 198.18.1.0
 
 
+LEAST = ["lc", "wlc", "sed", "nq", "fo", "ovf"]      # leastconn.py merges and fills
+
+
 @st.composite
-def dest_tables(draw, max_rows=6):
+def dest_tables(draw, max_rows=6, max_conns=6):
     n = draw(st.integers(0, max_rows))
     col = lambda elements: draw(st.lists(elements, min_size=n, max_size=n))  # noqa: E731
     weights = col(st.one_of(st.integers(0, 4), st.sampled_from([0, 1, 7, 100, 65535])))
-    upper = col(st.sampled_from([0, 0, 0, 1, 2, 3, 5, 9]))
-    active = col(st.integers(0, 6))
-    inact = col(st.integers(0, 6))
+    upper = col(st.sampled_from([0, 0, 0, 1, 2, 3, 5, 9, 40]))
+    conns = st.one_of(st.integers(0, 6), st.integers(0, max_conns))
+    active = col(conns)
+    inact = col(conns)
     flags = col(st.sampled_from([DEST_F_AVAILABLE] * 3 + [DEST_F_AVAILABLE | DEST_F_OVERLOAD]))
     last = [w if w else draw(st.integers(0, 3)) for w in weights]
     return DestTable.build([BASE + i + 1 for i in range(n)], [80] * n, weights,
@@ -55,6 +61,17 @@ def flow_batches(draw, max_flows=40):
     return FlowBatch(np.array(proto, np.uint8), np.array(saddr, np.uint32),
                      np.array(sport, np.uint16), np.array(daddr, np.uint32),
                      np.full(n, 80, np.uint16))
+
+
+@st.composite
+def run_flows(draw, max_runs=4):
+    """Flows in a few runs of one protocol each: TCP binds active, UDP/ICMP inactive."""
+    runs = draw(st.lists(st.tuples(st.sampled_from([6, 17, 1]), st.integers(1, 90)),
+                         min_size=1, max_size=max_runs))
+    proto = np.concatenate([np.full(n, p, np.uint8) for p, n in runs])
+    n = len(proto)
+    return FlowBatch(proto, np.zeros(n, np.uint32), np.zeros(n, np.uint16),
+                     np.zeros(n, np.uint32), np.zeros(n, np.uint16))
 
 
 def zero_flows(n: int, saddr=None) -> FlowBatch:
@@ -114,6 +131,32 @@ def test_batch_equals_sequential(name, dests, warm, flows, flag_pick):
 def test_vectorised_schedulers_more_rows(name, dests, warm, flows, flag_pick):
     choices = FLAG_CHOICES.get(name, [()])
     assert_batch_equals_sequential(name, dests, warm, flows, choices[flag_pick % len(choices)])
+
+
+@pytest.mark.parametrize("path", ["runs", "runs-level", "heap"])
+@settings(max_examples=80, deadline=None)
+@given(name=st.sampled_from(LEAST), dests=dest_tables(max_rows=14, max_conns=3000),
+       warm=flow_batches(max_flows=10), flows=st.one_of(run_flows(), flow_batches(max_flows=120)))
+def test_least_connection_batches_every_path(path, name, dests, warm, flows):
+    """lc/wlc/sed/nq through the vectorised runs (item grid or water level) and through
+    the heap, fo/ovf through their fills: ties, weight 0, u_threshold reached mid-batch,
+    TCP/UDP/ICMP runs and mixes, counters large enough for sed/nq to fall back."""
+    run_cost = 10**9 if path == "heap" else 0
+    grid = 0 if path == "runs-level" else leastconn.GRID_ITEMS
+    with patch.object(leastconn, "RUN_COST", run_cost), patch.object(leastconn, "GRID_ITEMS", grid):
+        assert_batch_equals_sequential(name, dests, warm, flows)
+
+
+@pytest.mark.parametrize("name", ["lc", "wlc", "sed", "nq"])
+def test_least_connection_merge_known_answers(name):
+    """Equal loads pick in scan order; a u_threshold stops a server mid-batch."""
+    dests = DestTable.build([BASE + i for i in range(3)], [80] * 3, [2, 2, 0],
+                            u_threshold=[0, 2, 0])
+    flows = zero_flows(6)
+    s = sched.create(name)
+    want = BaseScheduler.schedule_batch(s, dests, flows, 0.0)
+    assert want.tolist() == [0, 1, 0, 1, 0, 0]            # row 1 OVERLOADed after 2 binds
+    np.testing.assert_array_equal(s.schedule_batch(dests, flows, 0.0), want)
 
 
 @SETTINGS

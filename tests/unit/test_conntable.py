@@ -96,9 +96,9 @@ def test_victims_earliest_first_filtered_by_state():
 
 def test_many_collisions_with_a_constant_hash(monkeypatch):
     """Every key hashes to one slot: chains, tombstones and rebuilds under the worst case."""
-    def constant(*args):
-        return np.zeros(np.broadcast(*args[:5]).size, dtype=np.uint64) + np.uint64(5)
-    monkeypatch.setattr(conntable, "key_hash", constant)
+    def constant(words, seed):
+        return np.zeros(len(words), dtype=np.uint64) + np.uint64(5)
+    monkeypatch.setattr(conntable, "key_hash_words", constant)
     t = ConnTable(32, seed=8)
     live = {}
     rng = np.random.default_rng(0)
@@ -146,6 +146,30 @@ def test_results_do_not_depend_on_the_seed():
         return add(t, [100, 101, 102], 1).tolist(), t.lookup_in(TCP, np.arange(17), 1, VIP, 80)
     a, b = scenario(1), scenario(None)
     assert a[0] == b[0] and a[1].tolist() == b[1].tolist()
+
+
+def test_key_words_hash_as_key_hash():
+    """The table hashes packed words; the values are key_hash's (scalar twins rely on it)."""
+    rng = np.random.default_rng(3)
+    n = 200
+    a, b = rng.integers(0, 2**32, n, dtype=np.uint32), rng.integers(0, 2**32, n, dtype=np.uint32)
+    proto = rng.integers(0, 256, n).astype(np.uint8)
+    pa, pb = rng.integers(0, 2**16, n).astype(np.uint16), rng.integers(0, 2**16, n).astype(np.uint16)
+    seed = rng.integers(0, 2**64, 2, dtype=np.uint64)
+    words = conntable.key_words(a, b, proto, pa, pb)
+    np.testing.assert_array_equal(conntable.key_hash_words(words, seed),
+                                  conntable.key_hash(a, b, proto, pa, pb, seed))
+
+
+def test_lookup_arguments_cast_as_columns():
+    """Wider or signed key arguments wrap to the column widths, as astype would."""
+    t = ConnTable(8, seed=4)
+    ids = add(t, [1, 2], [80, 81])
+    keys = (np.array([TCP + 256, TCP], np.int64), np.array([1, 2 + 2**32], np.int64),
+            np.array([80, 81 - 2**16], np.int64))
+    assert t.lookup_in(*keys, VIP, 80).tolist() == ids.tolist()                # broadcast
+    vip, vport = np.array([VIP, VIP - 2**32], np.int64), np.array([80, 80], np.int32)
+    assert t.lookup_in(*keys, vip, vport).tolist() == ids.tolist()            # 1-d arrays
 
 
 def test_memory_budget_at_one_million():
