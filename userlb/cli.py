@@ -1,14 +1,14 @@
 """Command line: argparse only; each command calls into its own module.
 
   userlb run CONFIG          run the balancer (TUN, plumbing, data path, control socket)
-  userlb demo                build the namespace lab and show traffic being balanced
+  userlb demo [--web]        build the namespace lab and show traffic being balanced
   userlb check-config FILE   validate a config; errors as path:line: message
   userlb show WHAT           services | conns | stats | trace | health | ha, from a
                              running balancer
   userlb reload              re-read the config of a running balancer (as SIGHUP)
   userlb adm ARGS            ipvsadm's commands against a running balancer (-L -n, -a, -e, ...)
   userlb lab-cleanup         delete namespaces left by killed lab runs
-  userlb bench WHAT          sched | conntable | engine [--smoke]: ratios against baselines
+  userlb bench WHAT          sched | conntable | engine | path [--smoke]: ratios against baselines
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="namespace lab: clients, router, 3 real servers")
     d.add_argument("--requests", type=int, default=60)
     d.add_argument("--scheduler", default="wlc")
+    d.add_argument("--web", action="store_true",
+                   help="also serve the web view and keep traffic flowing (see --web-seconds)")
+    d.add_argument("--web-seconds", type=float, default=60.0,
+                   help="with --web: seconds of traffic before the lab is torn down")
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("config")
     s = sub.add_parser("show", help="ask a running balancer")
@@ -62,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.config)
     if args.command == "demo":
         from userlb.demo import main as demo
-        return demo(requests=args.requests, scheduler=args.scheduler)
+        try:
+            return demo(requests=args.requests, scheduler=args.scheduler, web=args.web,
+                        web_seconds=args.web_seconds)
+        except KeyboardInterrupt:          # Ctrl-C/SIGTERM: the lab is already torn down
+            print("\ninterrupted: lab torn down", file=sys.stderr)
+            return 130
     if args.command == "check-config":
         from userlb import config, configload
         try:

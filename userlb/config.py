@@ -24,6 +24,8 @@ Schema (docs/config.md has a full commented example)::
     trace_connections = 0             # record the packet flow of the first N connections
     batch_size = 256                  # frames per data-path batch, >= 1
     metrics = ""                      # "address:port" for Prometheus /metrics; "" = off
+    web = ""                          # "address:port" for the web view (HTTP); "" = off
+    web_token = ""                    # bearer token for weight changes; "" = read-only
     log_format = "plain"              # "plain" | "json"
     [timeouts]                        # optional; ipvsadm --set semantics, seconds
     tcp = 900                         # ESTABLISHED
@@ -109,6 +111,10 @@ class RouterConfig:
     """Frames read from the TUN and processed per data-path batch."""
     metrics: str = ""
     """"address:port" where Prometheus metrics are served (GET /metrics); "" = off."""
+    web: str = ""
+    """"address:port" where the web view (page and JSON API, web.py) is served; "" = off."""
+    web_token: str = field(default="", repr=False)
+    """Bearer token that POST /api/weight must present; "" = the web view is read-only."""
     log_format: str = "plain"
     """"plain" text lines or "json" (one JSON object per line) on stderr."""
 

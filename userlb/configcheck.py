@@ -177,6 +177,13 @@ class _Checker:
                                                    default.trace_connections, 0)
         values["batch_size"] = self.integer(table, path, "batch_size", default.batch_size, 1)
         values["metrics"] = self.endpoint(table, path, "metrics", default.metrics)
+        values["web"] = self.endpoint(table, path, "web", default.web)
+        values["web_token"] = self.get(table, path, "web_token", "string", default.web_token)
+        if values["web_token"] not in (_BAD, "") and (len(values["web_token"]) < 16 or any(
+                not 0x21 <= ord(ch) <= 0x7E for ch in values["web_token"])):
+            self.error(path + ("web_token",), "must be empty or at least 16 printable "
+                                              "characters without spaces")
+            values["web_token"] = _BAD
         values["log_format"] = self.get(table, path, "log_format", "string", default.log_format)
         if values["log_format"] not in (_BAD, "plain", "json"):
             self.error(path + ("log_format",), f"must be 'plain' or 'json', got "

@@ -1,11 +1,12 @@
 """EDGE: everything `userlb run` does on its uvloop loop besides moving packets.
 
 The control socket, health checks, HA, the rate estimator's 2-s tick, the
-Prometheus endpoint and live reload (SIGHUP or `userlb reload`): parse the file
-again, diff it against the running config and apply the differences between
-batches (reload.py). A file with errors changes nothing and the reply says why;
-established connections, health state and the HA role are untouched. Engine
-work always goes through DataPath.call, so it runs on the data-path thread.
+Prometheus endpoint, the web view (web.py) and live reload (SIGHUP or `userlb
+reload`): parse the file again, diff it against the running config and apply the
+differences between batches (reload.py). A file with errors changes nothing and
+the reply says why; established connections, health state and the HA role are
+untouched. Engine work always goes through DataPath.call, so it runs on the
+data-path thread.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class ControlPlane:
         self.datapath = datapath
         self.plumbing = plumbing
         self.ha_config = ha_config
-        self.health = self.ha = self.metrics_server = None
+        self.health = self.ha = self.metrics_server = self.web = None
         self.control = None
 
     async def call(self, fn):
@@ -72,8 +73,17 @@ class ControlPlane:
             await self.health.start()
         if self.cfg.router.metrics:
             self._start_metrics(loop)
+        if self.cfg.router.web:
+            from userlb.web import WebServer
+            peer = self.ha_config.peer if self.ha_config is not None else None
+            self.web = WebServer(self.cfg.router.web, self.cfg.router.web_token, self.call,
+                                 health=self.health, ha=self.ha,
+                                 peer=str(peer) if peer is not None else None)
+            await self.web.start()
 
     async def _stop(self) -> None:
+        if self.web is not None:
+            await self.web.close()
         if self.ha is not None:
             await self.ha.stop()          # a master sends priority 0 and releases the VIPs
         if self.health is not None:

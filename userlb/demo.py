@@ -5,7 +5,9 @@ balancer in the router namespace, sends a bounded number of real HTTP requests
 and UDP datagrams from the client namespace through the VIP, then prints the
 requests each real server answered, the service and connection tables as
 ipvsadm shows them, and the first connection's packets hop by hop. Bounded in
-count and time; the lab is torn down however the demo ends.
+count and time; the lab is torn down however the demo ends. With `web=True`
+(`userlb demo --web`) the balancer also serves the web view and paced traffic runs
+for `web_seconds` instead of the burst (webdemo.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from userlb import ctlclient, listing, trace
+from userlb import ctlclient, listing, trace, webdemo
 from userlb.lab import ECHO_PORT, VIP, Lab
 
 DEADLINE_S = 45.0
@@ -60,18 +62,22 @@ def _udp_echo(lab: Lab, count: int) -> list[str]:
     return replies
 
 
-def main(requests: int = 60, scheduler: str = "wlc", out=sys.stdout) -> int:
+def main(requests: int = 60, scheduler: str = "wlc", out=sys.stdout, web: bool = False,
+         web_seconds: float = 60.0) -> int:
     start = time.monotonic()
     signal.signal(signal.SIGTERM, _terminate)
     say = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
     with Lab(servers=3) as lab:
         say(f"lab: client {lab.client_ns}, router {lab.router_ns}, "
             f"{lab.servers} real servers; VIP {VIP}")
-        balancer = lab.start_balancer(lab.config_text(scheduler=scheduler, trace_connections=1))
+        token = webdemo.new_token() if web else ""
+        balancer = lab.start_balancer(webdemo.config(lab, scheduler, token) if web else
+                                      lab.config_text(scheduler=scheduler, trace_connections=1))
         ctl = balancer.ctl_path
         say(f"userlb running in {lab.router_ns} (scheduler {scheduler})\n")
         first = lab.http_get("/")
-        served = _http_burst(lab, requests - 1, 4, start + DEADLINE_S)
+        served = (webdemo.serve(lab, web_seconds, token, say) if web else
+                  _http_burst(lab, requests - 1, 4, start + DEADLINE_S))
         served[first[1].get("x-server", "?")] += 1
         say(f"{sum(served.values())} HTTP requests through {VIP}:80, answered by:")
         for name, n in sorted(served.items()):

@@ -208,6 +208,12 @@ class Lab:
             raise RuntimeError(f"lab server {i + 1} failed: {line}{proc.stderr.read()}")
         return proc
 
+    def start_process(self, ns: str, argv: list[str], **popen_kw) -> subprocess.Popen:
+        """Run `argv` in namespace `ns` (cwd /); it is killed with the lab at stop()."""
+        proc = subprocess.Popen(exec_argv(ns, argv), cwd="/", **popen_kw)
+        self._procs.append(proc)
+        return proc
+
     def start_http(self, i: int) -> None:
         """(Re)start real server i's HTTP process."""
         self._http[i] = self._start_server(i, "http")

@@ -17,6 +17,8 @@ from userlb.configdiff import (RealAdded, RealEdited, RealRemoved, RouterChanged
                                ServiceAdded, ServiceChanged, ServiceRemoved, TimeoutsChanged)
 from userlb.services import ip_to_int
 
+SECRET_ROUTER_KEYS = frozenset({"web_token"})   # never echoed into replies or logs
+
 
 def _service(engine, svc) -> int:
     index = svcctl.find_service(engine, svc.key)
@@ -47,9 +49,11 @@ def apply_changes(engine, changes, is_down=lambda skey, rkey: False) -> list[str
                 engine.trace_budget = max(engine.trace_budget, int(c.new))
                 done.append(f"router.{c.name} = {c.new}")
             else:
-                done.append(f"router.{c.name}: {c.old!r} → {c.new!r} needs a restart "
+                old, new = (("(hidden)",) * 2 if c.name in SECRET_ROUTER_KEYS
+                            else (repr(c.old), repr(c.new)))
+                done.append(f"router.{c.name}: {old} → {new} needs a restart "
                             "(not applied)" if c.restart_required else
-                            f"router.{c.name} = {c.new!r} (next start)")
+                            f"router.{c.name} = {new} (next start)")
         elif isinstance(c, TimeoutsChanged):
             t = c.new
             engine.timeouts = engine.timeouts.with_ipvsadm_set(t.tcp, t.tcpfin, t.udp)

@@ -14,10 +14,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PURE = ["userlb/parse.py", "userlb/checksum.py", "userlb/nat.py", "userlb/icmp.py",
         "userlb/conntable.py", "userlb/tcpstate.py", "userlb/services.py", "userlb/engine.py",
+        "userlb/fastpath.py",
         "userlb/accounting.py", "userlb/related.py", "userlb/classify.py", "userlb/runtime.py",
         "userlb/config.py", "userlb/configcheck.py", "userlb/configdiff.py",
         "userlb/tomllines.py", "userlb/listing.py", "userlb/frames.py", "userlb/drops.py",
         "userlb/connsync.py", "userlb/hacheck.py", "userlb/destctl.py", "userlb/persist.py",
+        "userlb/webstate.py", "userlb/webapi.py",
         *(f"health/{m}.py" for m in ("spec", "policy", "schedule", "presets")),
         *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "sched").glob("*.py")),
         *(f"ha/{m}.py" for m in ("vrrp", "heartbeat", "fsm", "garp", "sync", "actions", "config"))]
