@@ -22,6 +22,7 @@ from userlb.accounting import Accounting
 from userlb.classify import ServiceIndex
 from userlb.conntable import ConnTable
 from userlb.drops import DropReason
+from userlb.fastpath import FAST_BATCH_MAX, FastPath
 from userlb.frames import FrameBatch
 from userlb.parse import Headers, parse_ipv4
 from userlb.persist import Templates
@@ -67,9 +68,20 @@ class Engine:
         self.traced = np.zeros(self.table.capacity, bool)
         self.dirty = np.zeros(self.table.capacity, bool)   # created or changed state (for sync)
         self.templates = Templates(self.table)
+        self.fast_max = FAST_BATCH_MAX   # batches up to this size try fastpath.py first
+        self.fast = FastPath(self)
 
     # -- the packet path --------------------------------------------------------------
     def process(self, batch: FrameBatch, now: float) -> Verdict:
+        """Small batches: established flows per packet in Python (fastpath.py), the rest
+        here; the two give the same bytes and state (spec/perf.md: numpy costs ~100 µs
+        per call, so it pays only on larger batches)."""
+        if 0 < batch.count <= self.fast_max:
+            return self.fast.process(batch, now)
+        return self.process_vector(batch, now)
+
+    def process_vector(self, batch: FrameBatch, now: float) -> Verdict:
+        """The whole batch with numpy column operations (the reference path)."""
         n = batch.count
         h = parse_ipv4(batch)
         drop = h.drop.copy()

@@ -51,6 +51,13 @@ class FrameBatch:
         self.length[i] = n
         self.count = i + 1
 
+    def tail(self, start: int) -> "FrameBatch":
+        """Rows start..count-1 as a batch sharing this one's memory (row i is row start+i)."""
+        view = FrameBatch.__new__(FrameBatch)
+        view.buf, view.length = self.buf[start:], self.length[start:]
+        view.count = self.count - start
+        return view
+
     def clear(self) -> None:
         self.count = 0
 
