@@ -206,7 +206,6 @@ class Engine:
         return dest, int(ids[0])
 
     def _insert(self, h: Headers, rows, svc, dest, now, keep_client_port=False) -> np.ndarray:
-        self.make_room(len(rows), now)
         d_addr = np.empty(len(rows), np.uint32)
         d_port = np.empty(len(rows), np.uint16)
         for s in np.unique(svc).tolist():
@@ -216,6 +215,8 @@ class Engine:
             # the connection's port is the server's, or the packet's when it is 0 [core]
             use_rs = (dt.port[dest[m]] != 0) & (not keep_client_port)
             d_port[m] = np.where(use_rs, dt.port[dest[m]], h.dport[rows[m]])
+        self._retire_shadowed(h.proto[rows], d_addr, d_port, h.saddr[rows], h.sport[rows])
+        self.make_room(len(rows), now)
         ids = self.table.insert(
             h.proto[rows], h.saddr[rows], h.sport[rows], h.daddr[rows], h.dport[rows], d_addr,
             d_port, svc.astype(np.int32), dest.astype(np.int32),
@@ -231,6 +232,20 @@ class Engine:
             self.traced[take] = True
             self.trace_budget -= len(take)
         return ids
+
+    def _retire_shadowed(self, proto, daddr, dport, caddr, cport) -> None:
+        """A new connection reuses the real server's 4-tuple (client:port → server:port) of a
+        finished one, e.g. of another service on the same server: the old entry would
+        catch the new one's replies in the outbound lookup, so it goes (as conn reuse)."""
+        for _ in range(4):
+            ids = self.table.lookup_out(proto, daddr, dport, caddr, cport).astype(np.int64)
+            ids = ids[ids >= 0]
+            state = self.table.state[ids]
+            stale = ids[((state == tcpstate.TIME_WAIT) | (state == tcpstate.CLOSE))
+                        & (self.templates.control[ids] < 0)]
+            if not len(stale):
+                return
+            self.remove_ids(np.unique(stale))
 
     def make_room(self, wanted: int, now: float) -> None:
         """Expire what is due; then evict embryonic, then closing entries (never ESTABLISHED)."""

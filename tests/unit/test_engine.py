@@ -228,3 +228,18 @@ def test_corpus_through_engine_never_raises_and_accounts_for_every_frame():
         verdict = eng.process(batch, float(i))
         written += len(verdict.rows)
     assert written + int(eng.drops.sum()) == len(frames)
+
+
+def test_new_connection_retires_finished_one_with_same_server_four_tuple():
+    """Two services on one real server: a client port reused for the second service must
+    not have its replies caught by the first service's TIME_WAIT entry."""
+    reals = (RealServer(RS[0], 8080),)
+    eng = Engine([VirtualService("tcp", VIP, 80, "rr", reals),
+                  VirtualService("tcp", VIP, 81, "rr", reals)])
+    for flags in ("S", "A", "FA"):
+        run(eng, [syn(flags=flags)])
+    run(eng, [reply(RS[0], flags="FA")])                   # port-80 connection in TIME_WAIT
+    run(eng, [IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=81, flags="S")])
+    back, _ = run(eng, [reply(RS[0], flags="SA")])
+    assert IP(back[0])[TCP].sport == 81                    # SNAT'd for the new service
+    assert len(eng.table) == 1
