@@ -6,6 +6,7 @@
   userlb show WHAT           services | conns | stats | trace | health | ha, from a
                              running balancer
   userlb reload              re-read the config of a running balancer (as SIGHUP)
+  userlb trace [FILTERS]     follow the next connections through the balancer, hop by hop
   userlb adm ARGS            ipvsadm's commands against a running balancer (-L -n, -a, -e, ...)
   userlb lab-cleanup         delete namespaces left by killed lab runs
   userlb bench WHAT          sched | conntable | engine | path [--smoke]: ratios against baselines
@@ -45,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="with `trace`: also write the packets before and after NAT as "
                         "annotated pcapng (wireshark/tshark -r FILE)")
     sub.add_parser("lab-cleanup", help="remove namespaces of killed lab runs")
+    t = sub.add_parser("trace", help="live: the next connections' packets, hop by hop, with "
+                                     "classification, the scheduler's view and state changes")
+    t.add_argument("--ctl", default=DEFAULT_CTL, help="control socket path")
+    t.add_argument("--client", help="only connections from this client address")
+    t.add_argument("--vip", help="only connections to this VIP")
+    t.add_argument("--server", help="only connections to this real server address")
+    t.add_argument("--count", type=int, default=1, help="connections to trace (default 1)")
+    t.add_argument("--seconds", type=float, default=30.0, help="stop after this long")
+    t.add_argument("--pcap", metavar="FILE", help="also write annotated pcapng at the end")
     rl = sub.add_parser("reload", help="re-read the running balancer's config and apply the "
                                        "differences (as SIGHUP)")
     rl.add_argument("--ctl", default=DEFAULT_CTL, help="control socket path")
@@ -88,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return _show(args)
     if args.command == "reload":
         return _reload(args)
+    if args.command == "trace":
+        from userlb.livetrace import follow
+        return follow(args)
     if args.command == "bench":
         from userlb.bench.__main__ import main as bench
         return bench(args.args)

@@ -17,12 +17,18 @@ import logging
 import os
 
 from userlb import admexec, snapshot
+from userlb.services import ip_to_int
 
 log = logging.getLogger("userlb.control")
 
 
-def _trace_next(engine, count: int) -> int:
-    """Trace the next `count` new connections (on top of any still pending)."""
+def _trace_next(engine, count: int, args: dict | None = None) -> int:
+    """Trace the next `count` new connections (on top of any still pending), optionally
+    only those of a client, a VIP or a real server (dotted addresses in args)."""
+    args = args or {}
+    flt = {k: ip_to_int(args[k]) for k in ("client", "vip", "server") if args.get(k)}
+    if flt or "client" in args or "vip" in args or "server" in args:
+        engine.trace_filter = flt or None
     engine.trace_budget = max(engine.trace_budget, 0) + max(count, 0)
     return engine.trace_budget
 
@@ -39,9 +45,9 @@ COMMANDS = {
                                            "table_size": engine.table.capacity},
     "conns": lambda engine, now, args: snapshot.connections(engine, now),
     "stats": lambda engine, now, args: snapshot.stats(engine),
-    "trace": lambda engine, now, args: engine.trace.as_json(),
+    "trace": lambda engine, now, args: engine.trace.as_json(args.get("since_s")),
     "edit-dest": _edit_dest,
-    "trace-next": lambda engine, now, args: _trace_next(engine, int(args.get("count", 1))),
+    "trace-next": lambda engine, now, args: _trace_next(engine, int(args.get("count", 1)), args),
     "adm": lambda engine, now, args: admexec.run(engine, list(args["argv"]), now,
                                                  stdin=args.get("stdin"),
                                                  prog="userlb adm")._asdict(),

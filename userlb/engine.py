@@ -30,6 +30,7 @@ from userlb.related import handle_icmp
 from userlb.runtime import ServiceRuntime, build_runtimes
 from userlb.sched import NO_DEST, Flow, FlowBatch
 from userlb.services import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, VirtualService
+from userlb import trace
 from userlb.trace import FlowTrace
 
 TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
@@ -65,6 +66,9 @@ class Engine:
         self.passed = 0            # frames forwarded unmodified (not ours, as the kernel does)
         self.trace = FlowTrace()
         self.trace_budget = trace_connections
+        self.trace_filter: dict | None = None      # {"client"|"vip"|"server": u32}
+        self._pre_schedule: dict = {}              # service → its DestTable before this batch
+        self._steps: dict = {}                     # traced conn → [(old, new, timeout_s)]
         self.traced = np.zeros(self.table.capacity, bool)
         self.dirty = np.zeros(self.table.capacity, bool)   # created or changed state (for sync)
         self.templates = Templates(self.table)
@@ -101,6 +105,7 @@ class Engine:
         live = np.flatnonzero(conn >= 0)
         traced = live[self.traced[conn[live]]] if self.trace_budget >= 0 else live[:0]
         before = {int(r): batch.frame(int(r)) for r in traced}
+        self._steps = {}
         if len(live):
             self._advance(h, live, conn[live], inbound[live], now)
             self._nat(batch, h, live, conn[live], inbound[live], drop)
@@ -109,8 +114,12 @@ class Engine:
             drop[row] = handle_icmp(self, batch, h, row, now)
         for row in traced.tolist():
             if drop[row] == 0:
+                steps = self._steps.get(int(conn[row])) or [None]
+                step = steps.pop(0)
+                note = {} if step is None else dict(zip(("state_before", "state_after",
+                                                         "timeout_s"), step))
                 self.trace.record(int(conn[row]), "in" if inbound[row] else "out", now,
-                                  before[row], batch.frame(row)[: h.total_len[row]])
+                                  before[row], batch.frame(row)[: h.total_len[row]], note)
         self.passed += int(((drop == 0) & (conn < 0) & ~inbound & l4).sum())
         counted = np.bincount(drop, minlength=len(self.drops))[: len(self.drops)]
         counted[DropReason.OK] = 0
@@ -179,6 +188,8 @@ class Engine:
             r = fr[pick]
             flows = FlowBatch(h.proto[r], h.saddr[r], h.sport[r], h.daddr[r], h.dport[r])
             rt = self.services[s]
+            if self.trace_budget > 0:
+                self._pre_schedule[s] = rt.dests.copy()
             dest[pick] = rt.scheduler.schedule_batch(rt.dests, flows, now)
         ok = (dest != NO_DEST) & ~persistent
         if ok.any():
@@ -228,10 +239,25 @@ class Engine:
         self.acct.bind(ids[made])
         self.dirty[ids[made]] = True
         if self.trace_budget > 0 and made.any():
-            take = ids[made][: self.trace_budget]
-            self.traced[take] = True
-            self.trace_budget -= len(take)
+            self._trace_new(ids[made])
+        self._pre_schedule.clear()
         return ids
+
+    def _trace_new(self, ids: np.ndarray) -> None:
+        """Mark new connections matching the trace filter, noting the scheduler's view."""
+        t = self.table
+        for cid in ids.tolist():
+            if self.trace_budget <= 0:
+                return
+            if not trace.matches(self.trace_filter, int(t.caddr[cid]), int(t.vaddr[cid]),
+                                 int(t.daddr[cid])):
+                continue
+            s = int(t.service[cid])
+            rt = self.services[s]
+            self.trace.decisions[cid] = trace.scheduler_view(
+                rt.config, self._pre_schedule.get(s, rt.dests), int(t.dest[cid]))
+            self.traced[cid] = True
+            self.trace_budget -= 1
 
     def _retire_shadowed(self, proto, daddr, dport, caddr, cport) -> None:
         """A new connection reuses the real server's 4-tuple (client:port → server:port) of a
@@ -284,6 +310,10 @@ class Engine:
         table.expires[ids] = now + self.timeout_of[new]
         self.templates.assure(ids, new, inbound, ~is_tcp)
         self.acct.transition(ids, new, inbound, h.total_len[rows])
+        for i in np.flatnonzero(self.traced[ids]).tolist():
+            self._steps.setdefault(int(ids[i]), []).append(
+                (tcpstate.STATE_NAMES[old[i]], tcpstate.STATE_NAMES[new[i]],
+                 float(self.timeout_of[new[i]])))
 
     def _nat(self, batch, h: Headers, rows, ids, inbound, drop) -> None:
         dest = self.table.dest[ids]

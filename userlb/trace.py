@@ -1,7 +1,12 @@
 """Packet-flow traces: record chosen connections' packets before and after NAT, render them.
 
-The engine marks the first N connections it creates as traced and hands every
-packet of theirs to FlowTrace.record() with the frame as read and as written.
+The engine marks the next N new connections (optionally only those matching a
+filter on VIP, client or real server) as traced and hands every packet of theirs
+to FlowTrace.record() with the frame as read and as written, plus a note: the
+classification (new connection or table hit), for a new one the scheduler's
+view (servers considered with weight, counters and overhead, and the pick), and
+the state transition with its timeout. Nothing is recorded for untraced
+connections, so tracing costs nothing while it is off.
 render() dissects the recorded bytes with scapy for display (never on the data
 path: it runs when somebody asks for a trace) and prints one hop per line:
 addresses, ports, TCP flags and checksums before and after the rewrite.
@@ -23,6 +28,7 @@ class TraceHop:
     time_s: float
     before: bytes
     after: bytes
+    note: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -30,21 +36,49 @@ class FlowTrace:
     """Recorded hops, by connection id, bounded per connection."""
 
     hops: dict[int, list[TraceHop]] = field(default_factory=dict)
+    decisions: dict[int, dict] = field(default_factory=dict)   # conn → the scheduler's view
 
-    def record(self, conn: int, direction: str, time_s: float, before: bytes, after: bytes) -> None:
+    def record(self, conn: int, direction: str, time_s: float, before: bytes, after: bytes,
+               note: dict | None = None) -> None:
         packets = self.hops.setdefault(conn, [])
         if len(packets) < MAX_PACKETS_PER_CONNECTION:
-            packets.append(TraceHop(conn, direction, time_s, before, after))
+            note = dict(note or {})
+            if not packets and conn in self.decisions:
+                note["decision"] = self.decisions.pop(conn)
+            packets.append(TraceHop(conn, direction, time_s, before, after, note))
 
-    def as_json(self) -> list[dict]:
+    def as_json(self, since_s: float | None = None) -> list[dict]:
         return [{"conn": h.conn, "direction": h.direction, "time_s": h.time_s,
-                 "before": h.before.hex(), "after": h.after.hex()}
-                for hops in self.hops.values() for h in hops]
+                 "before": h.before.hex(), "after": h.after.hex(), "note": h.note}
+                for hops in self.hops.values() for h in hops
+                if since_s is None or h.time_s > since_s]
 
 
 def hops_from_json(items: list[dict]) -> list[TraceHop]:
     return [TraceHop(i["conn"], i["direction"], i["time_s"], bytes.fromhex(i["before"]),
-                     bytes.fromhex(i["after"])) for i in items]
+                     bytes.fromhex(i["after"]), i.get("note", {})) for i in items]
+
+
+def scheduler_view(config, dests, row: int) -> dict:
+    """What the scheduler saw for a new connection: servers in scan order and the pick."""
+    from userlb.services import int_to_ip
+    servers = [{"server": f"{int_to_ip(dests.addr[i])}:{int(dests.port[i])}",
+                "weight": int(dests.weight[i]), "active": int(dests.activeconns[i]),
+                "inactive": int(dests.inactconns[i]),
+                "overhead": int(dests.activeconns[i]) * 256 + int(dests.inactconns[i]),
+                "overloaded": bool(dests.overloaded[i])} for i in range(len(dests))]
+    return {"service": f"{config.protocol.upper()} {config.vip}:{config.port}"
+            if not config.fwmark else f"FWM {config.fwmark}",
+            "scheduler": config.scheduler, "servers": servers,
+            "pick": servers[row]["server"] if 0 <= row < len(servers) else None}
+
+
+def matches(flt: dict | None, caddr: int, vaddr: int, daddr: int) -> bool:
+    """A trace filter {"client", "vip", "server"} (host-order ints, any subset) on one entry."""
+    if not flt:
+        return True
+    return all(flt.get(k) in (None, v) for k, v in (("client", caddr), ("vip", vaddr),
+                                                     ("server", daddr)))
 
 
 _TCP_FLAGS = "FSRPAUEC"
@@ -96,6 +130,25 @@ def _csum(info: dict, key: str) -> str:
     return f"0x{info[key]:04x}{'' if ok else ' (BAD)'}"
 
 
+def _note_lines(note: dict) -> list[str]:
+    lines = []
+    d = note.get("decision")
+    if d:
+        lines.append(f"   classification: new connection for {d['service']}; "
+                     f"{d['scheduler']} considered (scan order):")
+        for s in d["servers"]:
+            mark = "  ← picked" if s["server"] == d["pick"] else ""
+            lines.append(f"     {s['server']:<21} weight {s['weight']:<5} active {s['active']:<5}"
+                         f" inactive {s['inactive']:<5} overhead {s['overhead']:<7}"
+                         f"{' OVERLOAD' if s['overloaded'] else ''}{mark}".rstrip())
+    elif "state_before" in note:
+        lines.append("   classification: connection table hit")
+    if "state_before" in note:
+        lines.append(f"   state {note['state_before']} → {note['state_after']}, "
+                     f"expires in {note['timeout_s']:g} s")
+    return lines
+
+
 def render(hops: list[TraceHop], limit: int = 8) -> str:
     """Hop-by-hop text for one connection's first `limit` packets."""
     lines = []
@@ -110,6 +163,7 @@ def render(hops: list[TraceHop], limit: int = 8) -> str:
         else:
             what = ("real server → client", "after SNAT (from VIP)")
         lines.append(f"#{n} +{(hop.time_s - t0) * 1000:.1f} ms  {before.get('l4', '?')} [{flags}]")
+        lines.extend(_note_lines(hop.note))
         for label, info in ((what[0], before), (what[1], after)):
             lines.append(f"   {label:<28} {_endpoint(info, 'src'):>21} → "
                          f"{_endpoint(info, 'dst'):<21} ip_csum {_csum(info, 'ip_csum')}  "

@@ -180,3 +180,25 @@ def test_balancer_removes_its_plumbing_on_sigterm():
         assert "lookup 100" not in ip_cmd(one.router_ns, "rule").stdout
         assert VIP not in ip_cmd(one.router_ns, "neigh", "show", "proxy").stdout
         assert "ready" in balancer.log() and "plumbing removed" in balancer.log()
+
+
+def test_live_trace_shows_scheduler_view_and_state_changes(lab, tmp_path):
+    import subprocess
+    import sys
+    pcap = tmp_path / "flow.pcapng"
+    proc = subprocess.Popen([sys.executable, "-m", "userlb", "trace", "--ctl",
+                             lab.balancer.ctl_path, "--client", client_ip(0), "--vip", VIP,
+                             "--seconds", "3", "--pcap", str(pcap)],
+                            stdout=subprocess.PIPE, text=True, cwd="/")
+    assert proc.stdout.readline().startswith("tracing the next 1 connection")
+    lab.http_get("/")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "classification: new connection for TCP 198.18.1.100:80; rr considered" in out
+    assert "← picked" in out and "state NONE → SYN_RECV, expires in 60 s" in out
+    assert "classification: connection table hit" in out
+    assert "state SYN_RECV → ESTABLISHED, expires in 900 s" in out
+    assert "after DNAT" in out and "after SNAT" in out and "(BAD)" not in out
+    from scapy.utils import rdpcap
+    packets = rdpcap(str(pcap))
+    assert len(packets) >= 8 and all(b"userlb conn" in p.comment for p in packets)
