@@ -295,7 +295,10 @@ class Lab:
             sock.close()
         head, _, body = bytes(data).partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
+        fields = lines[0].split()
+        if len(fields) < 2 or not fields[1].isdigit():   # e.g. the server died mid-request
+            raise ConnectionError(f"no HTTP status line in the reply ({len(data)} bytes)")
+        status = int(fields[1])
         headers = {k.strip().lower(): v.strip()
                    for k, _, v in (line.partition(":") for line in lines[1:])}
         return status, headers, body
