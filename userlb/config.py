@@ -190,8 +190,8 @@ def loads(text: str, path: str = "<string>") -> Config:
     return config
 
 
-def load(path: str | PathLike[str]) -> Config:
-    """Read and validate a config file; raises ConfigError (also for unreadable files)."""
+def read_text(path: str | PathLike[str]) -> str:
+    """The file's text (UTF-8, BOM dropped); ConfigError (line 0, or the bad byte's line)."""
     name = str(path)
     try:
         with open(path, "rb") as file:
@@ -199,11 +199,15 @@ def load(path: str | PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError([ConfigIssue(name, 0, f"cannot read: {exc.strerror}")]) from None
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise ConfigError([ConfigIssue(name, line, "invalid UTF-8")]) from None
-    return loads(text, name)
+
+
+def load(path: str | PathLike[str]) -> Config:
+    """Read and validate a config file; raises ConfigError (also for unreadable files)."""
+    return loads(read_text(path), str(path))
 
 
 def _syntax_issue(message: str, text: str, path: str) -> ConfigIssue:

@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass, field
 from os import PathLike
 
-from .config import ConfigError, ConfigIssue, RouterConfig, is_netmask, normal_ipv4
+from .config import (ConfigError, ConfigIssue, RouterConfig, is_netmask, normal_ipv4,
+                     read_text)
 from .configcheck import IFNAMSIZ
 from .hasettings import FloatingAddress
 from .services import VirtualService
@@ -70,21 +71,6 @@ class Issues:
         for issue in self.warnings:
             order.setdefault(issue.path, len(order))
         return tuple(sorted(self.warnings, key=lambda i: (order[i.path], i.line)))
-
-
-def read_text(path: str | PathLike[str]) -> str:
-    """The file's text (UTF-8, BOM dropped); ConfigError at line 0 if unreadable."""
-    name = str(path)
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(name, 0, f"cannot read: {exc.strerror}")]) from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ConfigError([ConfigIssue(name, line, "invalid UTF-8")]) from None
 
 
 def numbered_lines(text: str) -> list[tuple[int, str]]:
