@@ -1,0 +1,295 @@
+"""Packet-path bench: the kernel, a C forwarder on the TUN, and userlb, side by side.
+
+What it does: builds one namespace lab (3 clients, a router, 3 real servers),
+splits the two cores as spec/perf.md B1 (router core vs load core), and runs the
+three data paths one after the other on it (pathlab: nftables DNAT with
+conntrack; bench/cfwd.c on userlb's TUN plumbing; `userlb run`). For each it
+measures, every load bounded in time:
+- TCP bulk Gbit/s: iperf3 -P 2 from each of the 3 client addresses (median of runs);
+- the 64-byte UDP loss-free rate: a sweep of paced iperf3 -u -l 64 -b RATE, the
+  delivered packets/s at the highest rate with <= 1 % loss;
+- delivered packets/s at 2x and 4x that rate (what the sender managed is recorded);
+- HTTP requests/s: wrk -c 50 keep-alive through the VIP (nginx on the real servers
+  when installed, else the lab's Python http.server, which then is the limit);
+- router CPU per packet: the router core's busy time (wall clock less /proc/stat's
+  idle) and the forwarder's own CPU (/proc/PID/stat) over the packets the router
+  received (a GSO super-packet counts once).
+It prints a table of every figure with the ratios userlb/kernel and userlb/C and
+writes path.json and path.png. `--smoke`: about a second per load, two sweep steps.
+
+What it does not do: judge the ratios against issue targets, or run without root,
+/dev/net/tun, iperf3, wrk, nft and gcc (./dev test installs them).
+
+Mirrors: spec/perf.md B1-B3 (topology, CPU split, load commands, the kernel as the
+reference) and "The TUN ceiling for small packets" (the C forwarder as the yardstick).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from userlb.bench import pathlab, pathload
+from userlb.bench.harness import Budget, Progress, format_table, metadata, write_json
+
+DEFAULT_MAX_S = {"full": 600.0, "smoke": 150.0}
+RUN_ORDER = ("c", "userlb", "kernel")      # kernel last: its conntrack stays out of the TUN runs
+SHOW_ORDER = ("kernel", "c", "userlb")
+LOSS_FREE = 0.01                            # spec/perf.md: highest rate with <= 1 % loss
+FAILS_TO_STOP = 2                           # consecutive lossy steps that end a sweep
+OVERLOAD = (2, 4)
+STEP_OVERHEAD_S = 1.0                       # iperf3 start-up and result exchange, about
+PARAMS = {
+    "full": {"tcp_seconds": 5, "tcp_runs": 3, "streams_per_client": 2, "udp_seconds": 3,
+             "udp_grid_pps": [5_000, *(10_000 * k for k in range(1, 13))], "overload_seconds": 4,
+             "http_seconds": 5, "http_connections": 50},
+    "smoke": {"tcp_seconds": 1, "tcp_runs": 1, "streams_per_client": 2, "udp_seconds": 1,
+              "udp_grid_pps": [2_000, 5_000], "overload_seconds": 1,
+              "http_seconds": 1, "http_connections": 50},
+}
+FIGURES = [   # key, label, unit
+    ("tcp_gbps", "TCP bulk, iperf3 -P 2 x 3 clients", "Gbit/s"),
+    ("udp_loss_free_pps", "64-B UDP loss-free rate (<= 1 % loss)", "pkts/s"),
+    ("udp_2x_sent_pps", "64-B UDP sent when asked for 2x loss-free", "pkts/s"),
+    ("udp_2x_delivered_pps", "64-B UDP delivered at 2x loss-free", "pkts/s"),
+    ("udp_4x_sent_pps", "64-B UDP sent when asked for 4x loss-free", "pkts/s"),
+    ("udp_4x_delivered_pps", "64-B UDP delivered at 4x loss-free", "pkts/s"),
+    ("http_requests_per_s", "HTTP wrk -c 50 keep-alive", "req/s"),
+    ("router_us_per_packet_udp", "router core per packet, UDP loss-free", "us"),
+    ("forwarder_us_per_packet_udp", "forwarder process per packet, UDP loss-free", "us"),
+    ("router_us_per_packet_tcp", "router core per packet, TCP bulk", "us"),
+    ("router_core_busy_tcp", "router core busy, TCP bulk", "share"),
+]
+
+
+def missing_prerequisites() -> list[str]:
+    missing = [f"the {tool} command" for tool in pathlab.missing_tools()]
+    if os.geteuid() != 0:
+        missing.append("root (network namespaces)")
+    if not os.path.exists("/dev/net/tun"):
+        missing.append("/dev/net/tun")
+    return missing
+
+
+def background_busy(seconds: float = 1.0) -> dict:
+    """Each core's busy share over `seconds` before the lab exists (other load skews us)."""
+    def sample():
+        return {cpu: pathload.core_times_us(cpu) for cpu in range(os.cpu_count() or 1)}
+    a = sample()
+    time.sleep(seconds)
+    b = sample()
+    return {f"cpu{c}": max(0.0, (b[c][0] - a[c][0]) / (b[c][1] - a[c][1])) for c in a}
+
+
+def sweep_udp(lab, path, p: dict, deadline: float, progress: Progress) -> tuple[list, bool]:
+    """Paced 64-B UDP up the grid; stops after FAILS_TO_STOP lossy steps or at the deadline."""
+    steps, fails = [], 0
+    for rate in p["udp_grid_pps"]:
+        if steps and time.monotonic() + p["udp_seconds"] + STEP_OVERHEAD_S > deadline:
+            return steps, True
+        step = pathload.measured(lab, path.pid, pathload.udp_paced, rate, p["udp_seconds"])
+        steps.append(step)
+        progress.step(f"{path.name}: UDP {rate:,} pps offered -> {step['delivered_pps']:,.0f} "
+                      f"delivered, loss {step['loss']:.2%}, router core "
+                      f"{step['router_core_busy']:.0%}, load core {step['load_core_busy']:.0%}")
+        fails = fails + 1 if step["loss"] > LOSS_FREE else 0
+        if fails >= FAILS_TO_STOP:
+            break
+    return steps, False
+
+
+def loss_free(steps: list) -> dict | None:
+    ok = [s for s in steps if s["loss"] <= LOSS_FREE and not s["errors"]]
+    return max(ok, key=lambda s: s["offered_pps_nominal"]) if ok else None
+
+
+def measure_tcp(lab, path, p: dict, progress: Progress) -> list:
+    runs = []
+    for _ in range(p["tcp_runs"]):
+        runs.append(pathload.measured(lab, path.pid, pathload.tcp_bulk, p["tcp_seconds"],
+                                      p["streams_per_client"]))
+        progress.step(f"{path.name}: TCP {runs[-1]['gbps']:.2f} Gbit/s, router core "
+                      f"{runs[-1]['router_core_busy']:.0%} busy")
+    return runs
+
+
+def measure_path(lab, path, p: dict, deadline: float, progress: Progress) -> dict:
+    """Every load against one data path, started and stopped here."""
+    path.start()
+    try:
+        status = lab.http_get("/", timeout_s=5)[0]
+        progress.step(f"{path.name}: up, HTTP through the VIP answers {status}")
+        tcp = measure_tcp(lab, path, p, progress)
+        reserve = len(OVERLOAD) * (p["overload_seconds"] + STEP_OVERHEAD_S) + p["http_seconds"] + 2
+        sweep, truncated = sweep_udp(lab, path, p, deadline - reserve, progress)
+        best = loss_free(sweep)
+        base = best["delivered_pps"] if best else p["udp_grid_pps"][0]
+        overload = []
+        for k in OVERLOAD:
+            overload.append(pathload.measured(lab, path.pid, pathload.udp_paced, k * base,
+                                              p["overload_seconds"]))
+            progress.step(f"{path.name}: UDP at {k}x = {k * base:,.0f} pps offered -> "
+                          f"{overload[-1]['delivered_pps']:,.0f} delivered")
+        http = pathload.measured(lab, path.pid, pathload.http_wrk, p["http_seconds"],
+                                 p["http_connections"])
+        progress.step(f"{path.name}: HTTP {http['requests_per_s']:,.0f} req/s")
+    finally:
+        detail = path.stop()
+    return {"http_check_status": status, "tcp": tcp, "udp_sweep": sweep,
+            "udp_sweep_truncated": truncated, "udp_loss_free_step": best,
+            "overload": overload, "http": http, "detail": detail,
+            "figures": figures(tcp, sweep, best, overload, http, p)}
+
+
+def figures(tcp: list, sweep: list, best: dict | None, overload: list, http: dict,
+            p: dict) -> dict:
+    mid = sorted(tcp, key=lambda r: r["gbps"])[len(tcp) // 2]        # the median run
+    grid = p["udp_grid_pps"]
+    return {
+        "tcp_gbps": statistics.median(r["gbps"] for r in tcp),
+        "udp_loss_free_pps": best["delivered_pps"] if best else 0.0,
+        "udp_2x_sent_pps": overload[0]["sent_pps"],
+        "udp_2x_delivered_pps": overload[0]["delivered_pps"],
+        "udp_4x_sent_pps": overload[1]["sent_pps"],
+        "udp_4x_delivered_pps": overload[1]["delivered_pps"],
+        "http_requests_per_s": http["requests_per_s"],
+        "router_us_per_packet_udp": best["router_core_us_per_packet"] if best else None,
+        "forwarder_us_per_packet_udp": best["forwarder_us_per_packet"] if best else None,
+        "router_us_per_packet_tcp": mid["router_core_us_per_packet"],
+        "router_core_busy_tcp": mid["router_core_busy"],
+        "load_core_busy_tcp": mid["load_core_busy"],
+        "udp_loss_free_at_grid_top": bool(best) and best["offered_pps_nominal"] == grid[-1],
+        "udp_loss_free_sender_bound": bool(best) and best["sent_pps"] < 0.95 * best[
+            "offered_pps_nominal"],
+        "udp_limit": udp_limit(sweep, best),
+    }
+
+
+def udp_limit(sweep: list, best: dict | None) -> str:
+    """The busier core at the first step past the loss-free one: the router's, or the
+    load core (generators, receivers and real servers; there the figure is a floor)."""
+    past = [s for s in sweep if best is None or s["offered_pps_nominal"] > best[
+        "offered_pps_nominal"]]
+    if not past:
+        return "not reached (the grid ended first)"
+    router, load = past[0]["router_core_busy"], past[0]["load_core_busy"]
+    return (f"router core ({router:.0%} busy)" if router >= load
+            else f"load core ({load:.0%} busy; router core {router:.0%})")
+
+
+def ratios(paths: dict) -> dict:
+    out = {}
+    for base in ("kernel", "c"):
+        row = {}
+        for key, _, _ in FIGURES:
+            a, b = paths["userlb"]["figures"][key], paths[base]["figures"][key]
+            row[key] = a / b if a is not None and b else None
+        out[f"userlb/{base}"] = row
+    return out
+
+
+def table(paths: dict, rat: dict) -> str:
+    def cell(v):
+        return "-" if v is None else float(v)
+    rows = [[f"{label} ({unit})", *(cell(paths[n]["figures"][key]) for n in SHOW_ORDER),
+             cell(rat["userlb/kernel"][key]), cell(rat["userlb/c"][key])]
+            for key, label, unit in FIGURES]
+    text = format_table(["figure", "kernel", "C (TUN)", "userlb", "userlb/kernel", "userlb/C"],
+                        rows)
+    limits = "; ".join(f"{n}: {paths[n]['figures']['udp_limit']}" for n in SHOW_ORDER)
+    return f"{text}\n64-B UDP past the loss-free rate, the busier core: {limits}"
+
+
+def run_lab(p: dict, budget: Budget, progress: Progress, setup: dict) -> dict:
+    paths = {}
+    with pathlab.Lab(servers=3, clients=3) as lab:
+        setup["cpu_split"] = pathlab.split_cpus(lab)
+        pathlab.start_iperf_servers(lab)
+        setup["http_server"] = pathlab.start_http_servers(lab)
+        if not pathlab.wait_listening(lab):
+            raise RuntimeError("the real servers' iperf3/HTTP listeners did not come up")
+        tmp = pathlab.tempdir()
+        try:
+            binary = pathlab.build_cfwd(tmp)
+            makers = {"kernel": lambda: pathlab.KernelPath(lab),
+                      "c": lambda: pathlab.CPath(lab, binary),
+                      "userlb": lambda: pathlab.UserlbPath(lab)}
+            for i, name in enumerate(RUN_ORDER):
+                deadline = time.monotonic() + budget.share(len(RUN_ORDER) - i)
+                paths[name] = measure_path(lab, makers[name](), p, deadline, progress)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return paths
+
+
+def run(mode: str, max_seconds: float, out: Path, seed: int = 1) -> dict:
+    if missing := missing_prerequisites():
+        raise RuntimeError("the path bench needs " + ", ".join(missing) +
+                           " (./dev test installs the tools)")
+    p = PARAMS[mode]
+    budget = Budget(max_seconds)
+    progress = Progress("path", len(RUN_ORDER) * (1 + p["tcp_runs"] + len(p["udp_grid_pps"])
+                                                  + len(OVERLOAD) + 1))
+    setup = {"background_busy": background_busy(), "tools": pathlab.tool_versions(),
+             "cfwd": "bench/cfwd.c -v (virtio header, TSO4/TSO6/CSUM offload), gcc -O2"}
+    affinity = os.sched_getaffinity(0)
+    if pathlab.cpu_split_possible():         # this process and what it starts: the load core
+        os.sched_setaffinity(0, {pathlab.LOAD_CPU})
+    try:
+        paths = run_lab(p, budget, progress, setup)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    rat = ratios(paths)
+    text = table(paths, rat)
+    print(text)
+    busy = max(setup["background_busy"].values())
+    if busy > 0.1:
+        print(f"note: the machine was {busy:.0%} busy before the run; figures are skewed",
+              file=sys.stderr)
+    payload = {"bench": "path", "meta": metadata(mode), "params": p, "setup": setup,
+               "figures": [{"key": k, "label": l, "unit": u} for k, l, u in FIGURES],
+               "paths": {n: paths[n] for n in SHOW_ORDER}, "ratios": rat, "table": text,
+               "elapsed_s": time.perf_counter() - budget.start, "files": {}}
+    json_path = Path(out) / "path.json"
+    payload["files"] = {"json": str(json_path), "png": plot(Path(out) / "path.png", paths, rat)}
+    write_json(json_path, payload)
+    return payload
+
+
+def plot(path: Path, paths: dict, rat: dict) -> str | None:
+    """Delivered vs offered 64-B UDP per path, and userlb's ratios per figure."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot written", file=sys.stderr)
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
+    for name in SHOW_ORDER:
+        pts = sorted((s["sent_pps"] / 1e3, s["delivered_pps"] / 1e3)
+                     for s in paths[name]["udp_sweep"] + paths[name]["overload"])
+        left.plot(*zip(*pts), marker="o", ms=3, label=name)
+    left.set(title="64-byte UDP through the router", xlabel="sent (kpps)",
+             ylabel="delivered (kpps)")
+    left.grid(True, lw=0.3)
+    left.legend()
+    keys = [k for k, _, _ in FIGURES]
+    width = 0.4
+    for j, base in enumerate(("kernel", "c")):
+        ys = [rat[f"userlb/{base}"][k] or 0.0 for k in keys]
+        right.bar([i + (j - 0.5) * width for i in range(len(keys))], ys, width,
+                  label=f"userlb / {base}")
+    right.axhline(1.0, color="black", lw=0.8)
+    right.set_xticks(range(len(keys)), keys, rotation=35, ha="right", fontsize=7)
+    right.set(title="userlb's ratios (CPU rows: > 1 means more CPU)", yscale="log")
+    right.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
