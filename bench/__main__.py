@@ -1,11 +1,11 @@
-"""python -m userlb.bench sched|conntable|engine|path [--smoke] [--out DIR] [--max-seconds S].
+"""python -m userlb.bench sched|conntable|engine|path|health [--smoke] [--out DIR] [--max-seconds S].
 
 Runs one bench (or `all`), prints its ratio table on stdout and progress on
 stderr, and writes NAME.json and NAME.png into the results folder. `--smoke`
 shrinks every sweep so each bench finishes in a few seconds (what CI runs);
 full mode is bounded by --max-seconds per bench (a bench module may set its own
 DEFAULT_MAX_S: path, which drives real traffic through a namespace lab as root,
-takes up to 10 minutes). `main(argv)` is what `userlb bench ...` calls.
+takes up to 10 minutes; health, as root too, about 70 s). `main(argv)` is what `userlb bench ...` calls.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 BENCHES = {"sched": "userlb.bench.sched", "conntable": "userlb.bench.conntable",
-           "engine": "userlb.bench.enginepath", "path": "userlb.bench.path"}
+           "engine": "userlb.bench.enginepath", "path": "userlb.bench.path",
+           "health": "userlb.bench.health"}
 DEFAULT_MAX_S = {"full": 170.0, "smoke": 5.0}
 
 
