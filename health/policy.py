@@ -190,11 +190,16 @@ class HealthPolicy:
         if slot is None:               # the check went away in a reload while it ran
             return []
         check, state = slot.check, slot.state
+        before = (state.up, state.weight)
         step(check, state, result.ok)
         if result.ok and result.weight is not None:
             state.weight = result.weight   # only a pass may set a dynamic weight (#2720)
         state.detail = result.detail
         self.schedule.finish(check_id, now + next_delay_s(check, state))
+        if (state.up, state.weight) == before:
+            # The service's table depends only on each check's verdict and weight: nothing
+            # to recompute (this keeps a steady result O(1) in the service's size).
+            return []
         verdict = "up" if state.up else "down"
         counts = f"{state.passes}/{check.rise} passes" if result.ok else f"{state.fails}/{check.fall} failures"
         reason = f"{check.label} {slot.host}:{slot.port}: {result.detail} ({counts}, check {verdict})"
