@@ -23,6 +23,7 @@ Schema (docs/config.md has a full commented example)::
     ctl_socket = "/run/userlb.sock"   # control socket path (<= 107 bytes)
     trace_connections = 0             # record the packet flow of the first N connections
     batch_size = 256                  # frames per data-path batch, >= 1
+    offload = false                   # TUN virtio offload (TSO/checksum super-packets)
     metrics = ""                      # "address:port" for Prometheus /metrics; "" = off
     web = ""                          # "address:port" for the web view (HTTP); "" = off
     web_token = ""                    # bearer token for weight changes; "" = read-only
@@ -109,6 +110,9 @@ class RouterConfig:
     """Record the packet flow of the first N connections for `userlb trace`; 0 = off."""
     batch_size: int = 256
     """Frames read from the TUN and processed per data-path batch."""
+    offload: bool = False
+    """Open the TUN with IFF_VNET_HDR and TSO/checksum offload: TCP super-packets of up to
+    64 KiB cross the TUN whole and are rewritten once (spec/perf.md A1)."""
     metrics: str = ""
     """"address:port" where Prometheus metrics are served (GET /metrics); "" = off."""
     web: str = ""

@@ -176,6 +176,7 @@ class _Checker:
         values["trace_connections"] = self.integer(table, path, "trace_connections",
                                                    default.trace_connections, 0)
         values["batch_size"] = self.integer(table, path, "batch_size", default.batch_size, 1)
+        values["offload"] = self.get(table, path, "offload", "boolean", default.offload)
         values["metrics"] = self.endpoint(table, path, "metrics", default.metrics)
         values["web"] = self.endpoint(table, path, "web", default.web)
         values["web_token"] = self.get(table, path, "web_token", "string", default.web_token)

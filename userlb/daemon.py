@@ -57,7 +57,7 @@ def run(path: str) -> int:
     ha = ha_config(cfg)
     tun = plumbing = datapath = None
     try:
-        tun = Tun(r.tun)
+        tun = Tun(r.tun, offload=r.offload)
         gateway = str(ha.nat_router) if ha is not None and ha.nat_router is not None else None
         plumbing = RouterPlumbing(r.tun, r.client_interface, r.server_interface,
                                   sorted({s.vip for s in cfg.services if not s.fwmark} |

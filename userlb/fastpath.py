@@ -11,6 +11,10 @@ templates (persist.Templates.assure), the sync dirty mark, and nat.py's rewrite
 with RFC 1624 checksums, written straight into the batch rows. Same bytes, same
 state, same counters; tests/property/test_fastpath_equivalence.py holds it to that.
 
+Rows the TUN flagged NEEDS_CSUM (offload: FrameBatch.vnet) get nat.py's
+CHECKSUM_PARTIAL update of the L4 field (address delta without complement, no
+port delta).
+
 What it does not do: anything else. New connections, ICMP, malformed frames,
 pure SYNs to a VIP (connection reuse), DEST_GONE, traced connections, UDP sent
 without a checksum (nat.py fills one in) and misses of either index go to the
@@ -138,10 +142,11 @@ class FastPath:
             self._refresh()
         snaplen = buf.shape[1]
         lengths = batch.length[:n].tolist()
+        partial = [0] * n if batch.vnet is None else (batch.vnet[:n, 0] & 1).tolist()
         plan = self._plan
         plans = []
         for row in range(n):
-            p = plan(buf, row * snaplen, lengths[row], snaplen)
+            p = plan(buf, row * snaplen, lengths[row], snaplen, partial[row])
             if p is None:
                 break
             plans.append(p)
@@ -166,10 +171,11 @@ class FastPath:
         if eng.timeout_of is not self._timeout_src:
             self._timeout_src, self._timeouts = eng.timeout_of, eng.timeout_of.tolist()
 
-    def _plan(self, buf, off: int, length: int, snaplen: int):
+    def _plan(self, buf, off: int, length: int, snaplen: int, partial: int = 0):
         """Parse and look up one frame (reads only); None unless it is eligible.
 
-        The checks are parse.py's for rows that come out OK as TCP/UDP."""
+        The checks are parse.py's for rows that come out OK as TCP/UDP. `partial`: the
+        TUN flagged the row NEEDS_CSUM (offload; nat.py's CHECKSUM_PARTIAL rule)."""
         if length >= snaplen or length < 20:
             return None
         vihl, total, frag, proto, ip_csum, saddr, daddr = _IP.unpack_from(buf, off)
@@ -207,7 +213,7 @@ class FastPath:
             return None
         client = (saddr, sport) if inbound else (daddr, dport)
         return (off, ihl, proto, total, tcp_flags, inbound, c, ip_csum, l4_csum,
-                daddr if inbound else saddr, dport if inbound else sport, client)
+                daddr if inbound else saddr, dport if inbound else sport, partial, client)
 
     def _split_ok(self, buf, plans, k: int, n: int, lengths, snaplen: int) -> bool:
         """Conditions 3 and 4 of the module docstring for frames k..n-1. For 4, only a
@@ -249,7 +255,7 @@ class FastPath:
         buf, out_len = batch.buf, batch.length
         pack16, pack32 = _U16.pack_into, _U32.pack_into
         for done, (off, ihl, proto, total, tcp_flags, inbound, c, ip_csum, l4_csum, old_addr,
-                   old_port, _) in enumerate(plans):
+                   old_port, partial, _) in enumerate(plans):
             old = state[c]
             if proto == IPPROTO_UDP:
                 new = _UDP_STATE
@@ -297,6 +303,17 @@ class FastPath:
             x = 0xFFFF - ip_csum + m
             x = (x & 0xFFFF) + (x >> 16)
             pack16(buf, off + 10, 0xFFFF - ((x & 0xFFFF) + (x >> 16)))
+            if partial:
+                # CHECKSUM_PARTIAL: the field is the uncomplemented pseudo-header sum;
+                # P' = fold(P + ~old + new) for the address, the port is not in it
+                x = l4_csum + m
+                x = (x & 0xFFFF) + (x >> 16)
+                pack16(buf, off + ihl + (_UDP_CSUM_AT if proto == IPPROTO_UDP else _TCP_CSUM_AT),
+                       (x & 0xFFFF) + (x >> 16))
+                pack32(buf, addr_at, new_addr)
+                pack16(buf, port_at, new_port)
+                out_len[done] = total
+                continue
             x = 0xFFFF - l4_csum + m + 0xFFFF - old_port + new_port
             x = (x & 0xFFFF) + (x >> 16)
             x = 0xFFFF - ((x & 0xFFFF) + (x >> 16))

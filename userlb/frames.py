@@ -14,17 +14,31 @@ import numpy as np
 
 DEFAULT_SNAPLEN = 2048   # > TUN MTU 1500; a frame that fills a row is treated as cut (OVERSIZE)
 DEFAULT_CAPACITY = 256
+OFFLOAD_SNAPLEN = 65550  # > the 65,535-byte IPv4 maximum: a TSO super-packet fits a row
+VNET_HDR_LEN = 10        # struct virtio_net_hdr (include/uapi/linux/virtio_net.h)
+VNET_F_NEEDS_CSUM = 1    # the L4 checksum field holds the uncomplemented pseudo-header sum
 
 
 class FrameBatch:
     """`capacity` rows of `snaplen` bytes, of which the first `count` are in use."""
 
-    __slots__ = ("buf", "length", "count")
+    __slots__ = ("buf", "length", "count", "vnet")
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, snaplen: int = DEFAULT_SNAPLEN) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, snaplen: int = DEFAULT_SNAPLEN,
+                 vnet: bool = False) -> None:
         self.buf = np.zeros((capacity, snaplen), dtype=np.uint8)
         self.length = np.zeros(capacity, dtype=np.int32)
         self.count = 0
+        # With TUN offload: each row's virtio_net_hdr, kept apart so the datagram stays at
+        # byte 0 of its row; None without offload (every checksum is complete).
+        self.vnet = np.zeros((capacity, VNET_HDR_LEN), dtype=np.uint8) if vnet else None
+
+    def partial(self, n: int | None = None) -> np.ndarray | None:
+        """Boolean mask of rows 0..n-1 flagged NEEDS_CSUM, or None without offload."""
+        if self.vnet is None:
+            return None
+        n = self.count if n is None else n
+        return (self.vnet[:n, 0] & VNET_F_NEEDS_CSUM) != 0
 
     @property
     def capacity(self) -> int:
@@ -55,6 +69,7 @@ class FrameBatch:
         """Rows start..count-1 as a batch sharing this one's memory (row i is row start+i)."""
         view = FrameBatch.__new__(FrameBatch)
         view.buf, view.length = self.buf[start:], self.length[start:]
+        view.vnet = None if self.vnet is None else self.vnet[start:]
         view.count = self.count - start
         return view
 

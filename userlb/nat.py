@@ -8,6 +8,13 @@ rows at once with a fixed number of numpy operations. Each rewritten row's
 `batch.length` is set to its IPv4 total length: trailing bytes past the datagram
 are not written out.
 
+Rows the TUN flagged NEEDS_CSUM (offload, `batch.vnet`; spec/perf.md A1) hold in
+the L4 checksum field the folded, uncomplemented pseudo-header sum that the kernel
+completes later: an address change updates it as P' = fold(P + ~old + new) with no
+final complement, a port change leaves it alone (it is not in the pseudo-header),
+and no UDP checksum is filled in; the IPv4 header checksum is updated as always.
+This is inet_proto_csum_replace4/2 on a CHECKSUM_PARTIAL skb.
+
 What it does not do: touch the TTL (the kernel's forwarding around the TUN
 decrements it), verify checksums (a bad L4 checksum stays exactly as bad), handle
 ICMP (icmp.py), update the `Headers` columns (they keep describing the packet as
@@ -24,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checksum
-from .frames import FrameBatch
+from .frames import VNET_F_NEEDS_CSUM, FrameBatch
 from .parse import Headers
 from .services import IPPROTO_UDP
 
@@ -85,6 +92,13 @@ def _rewrite(batch, rows, headers, addr_offset, port_offset, new_addr, new_port)
     new[:, 0] = checksum.adjust(old[:, 0], old[:, 1:3], new[:, 1:3])
     new[:, 4] = checksum.adjust(old[:, 4], old[:, 1:4], new[:, 1:4])
     new[:, 4] = np.where(is_udp & (new[:, 4] == 0), 0xFFFF, new[:, 4])   # RFC 768: 0 is sent as all ones
+    partial = None if batch.vnet is None else (batch.vnet[rows, 0] & VNET_F_NEEDS_CSUM) != 0
+    if partial is not None and partial.any():
+        # CHECKSUM_PARTIAL: P' = fold(P + ~old + new) over the address words only, i.e.
+        # ~adjust(~P, old, new); the port is not part of the pseudo-header sum
+        p_new = ~checksum.adjust(~old[partial, 4] & 0xFFFF, old[partial, 1:3],
+                                 new[partial, 1:3]) & 0xFFFF
+        new[partial, 4] = p_new
     out = np.empty((len(rows), 10), np.uint8)
     out[:, 0::2] = new >> 8
     out[:, 1::2] = new & 0xFF
@@ -92,6 +106,8 @@ def _rewrite(batch, rows, headers, addr_offset, port_offset, new_addr, new_port)
     batch.length[rows] = headers.total_len[rows]
 
     no_csum = is_udp & (old[:, 4] == 0)              # UDP "no checksum": IPVS fills one in
+    if partial is not None:
+        no_csum &= ~partial                          # a partial sum is not "no checksum"
     if no_csum.any():
         _fill_udp_checksums(batch, rows[no_csum], headers)
 

@@ -30,12 +30,15 @@ MAX_IDLE_WAIT_S = 1.0
 
 
 class DataPath(threading.Thread):
-    def __init__(self, engine, tun, batch_size: int = 256, snaplen: int = 2048,
+    def __init__(self, engine, tun, batch_size: int = 256, snaplen: int | None = None,
                  clock=time.monotonic) -> None:
         super().__init__(name="userlb-datapath", daemon=True)
         self.engine = engine
         self.tun = tun
-        self.batch = FrameBatch(batch_size, snaplen)
+        offload = bool(getattr(tun, "offload", False))
+        if snaplen is None:
+            snaplen = getattr(tun, "snaplen", 2048)
+        self.batch = FrameBatch(batch_size, snaplen, vnet=offload)   # vnet: TUN offload headers
         self.clock = clock
         self._calls: collections.deque = collections.deque()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK)

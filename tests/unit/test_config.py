@@ -27,6 +27,7 @@ table_size = 1024
 ctl_socket = "/tmp/ulb.sock"
 trace_connections = 3
 batch_size = 64
+offload = true
 [timeouts]
 tcp = 600
 tcpfin = 0
@@ -55,7 +56,7 @@ persistence_mask = "255.255.255.0"
 """
 
 EXPECTED = Config(
-    RouterConfig("ulb1", "c-rtr", "br-rs", 1024, "/tmp/ulb.sock", 3, 64),
+    RouterConfig("ulb1", "c-rtr", "br-rs", 1024, "/tmp/ulb.sock", 3, 64, True),
     TimeoutConfig(tcp=600, tcpfin=0, udp=30),
     (VirtualService("tcp", "198.18.1.100", 80, "wrr", (
         RealServer("198.18.2.11", 8080, 2, 100, 50), RealServer("198.18.2.12", 80))),
@@ -156,6 +157,7 @@ def test_inline_tables_are_accepted():
     # wrong types
     ('[router]\ntable_size = "big"\n', "lb.toml:2: router.table_size: must be an integer, "
                                         "got string"),
+    ('[router]\noffload = 1\n', "lb.toml:2: router.offload: must be a boolean, got integer"),
     ('[router]\nbatch_size = true\n', "lb.toml:2: router.batch_size: must be an integer, "
                                       "got boolean"),
     ('[timeouts]\ntcp = 900.0\n', "lb.toml:2: timeouts.tcp: must be an integer, got float"),
