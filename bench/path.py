@@ -2,8 +2,9 @@
 
 What it does: builds one namespace lab (3 clients, a router, 3 real servers),
 splits the two cores as spec/perf.md B1 (router core vs load core), and runs the
-three data paths one after the other on it (pathlab: nftables DNAT with
-conntrack; bench/cfwd.c on userlb's TUN plumbing; `userlb run`). For each it
+four data paths one after the other on it (pathlab: nftables DNAT with
+conntrack; bench/cfwd.c on userlb's TUN plumbing; `userlb run`; `userlb run` with
+`[router] offload = true`, "userlb+offload"). For each it
 measures, every load bounded in time:
 - TCP bulk Gbit/s: iperf3 -P 2 from each of the 3 client addresses (median of runs);
 - the 64-byte UDP loss-free rate: a sweep of paced iperf3 -u -l 64 -b RATE, the
@@ -14,7 +15,8 @@ measures, every load bounded in time:
 - router CPU per packet: the router core's busy time (wall clock less /proc/stat's
   idle) and the forwarder's own CPU (/proc/PID/stat) over the packets the router
   received (a GSO super-packet counts once).
-It prints a table of every figure with the ratios userlb/kernel and userlb/C and
+It prints a table of every figure with the ratios userlb/kernel and userlb/C (and the
+same for userlb+offload) and
 writes path.json and path.png. `--smoke`: about a second per load, two sweep steps.
 
 What it does not do: judge the ratios against issue targets, or run without root,
@@ -37,8 +39,10 @@ from userlb.bench import pathlab, pathload
 from userlb.bench.harness import Budget, Progress, format_table, metadata, write_json
 
 DEFAULT_MAX_S = {"full": 600.0, "smoke": 150.0}
-RUN_ORDER = ("c", "userlb", "kernel")      # kernel last: its conntrack stays out of the TUN runs
-SHOW_ORDER = ("kernel", "c", "userlb")
+RUN_ORDER = ("c", "userlb", "userlb+offload", "kernel")  # kernel last: its conntrack stays
+SHOW_ORDER = ("kernel", "c", "userlb", "userlb+offload")  # out of the TUN runs
+USERLB_PATHS = ("userlb", "userlb+offload")   # the paths given ratios vs kernel and C
+BASES = ("kernel", "c")
 LOSS_FREE = 0.01                            # spec/perf.md: highest rate with <= 1 % loss
 FAILS_TO_STOP = 2                           # consecutive lossy steps that end a sweep
 OVERLOAD = (2, 4)
@@ -183,22 +187,25 @@ def udp_limit(sweep: list, best: dict | None) -> str:
 
 def ratios(paths: dict) -> dict:
     out = {}
-    for base in ("kernel", "c"):
-        row = {}
-        for key, _, _ in FIGURES:
-            a, b = paths["userlb"]["figures"][key], paths[base]["figures"][key]
-            row[key] = a / b if a is not None and b else None
-        out[f"userlb/{base}"] = row
+    for name in USERLB_PATHS:
+        for base in BASES:
+            row = {}
+            for key, _, _ in FIGURES:
+                a, b = paths[name]["figures"][key], paths[base]["figures"][key]
+                row[key] = a / b if a is not None and b else None
+            out[f"{name}/{base}"] = row
     return out
 
 
 def table(paths: dict, rat: dict) -> str:
     def cell(v):
         return "-" if v is None else float(v)
+    pairs = [f"{n}/{b}" for n in USERLB_PATHS for b in BASES]
     rows = [[f"{label} ({unit})", *(cell(paths[n]["figures"][key]) for n in SHOW_ORDER),
-             cell(rat["userlb/kernel"][key]), cell(rat["userlb/c"][key])]
+             *(cell(rat[r][key]) for r in pairs)]
             for key, label, unit in FIGURES]
-    text = format_table(["figure", "kernel", "C (TUN)", "userlb", "userlb/kernel", "userlb/C"],
+    heads = [f"{n}/{'C' if b == 'c' else b}" for n in USERLB_PATHS for b in BASES]
+    text = format_table(["figure", "kernel", "C (TUN)", "userlb", "userlb+offload", *heads],
                         rows)
     limits = "; ".join(f"{n}: {paths[n]['figures']['udp_limit']}" for n in SHOW_ORDER)
     return f"{text}\n64-B UDP past the loss-free rate, the busier core: {limits}"
@@ -217,7 +224,8 @@ def run_lab(p: dict, budget: Budget, progress: Progress, setup: dict) -> dict:
             binary = pathlab.build_cfwd(tmp)
             makers = {"kernel": lambda: pathlab.KernelPath(lab),
                       "c": lambda: pathlab.CPath(lab, binary),
-                      "userlb": lambda: pathlab.UserlbPath(lab)}
+                      "userlb": lambda: pathlab.UserlbPath(lab),
+                      "userlb+offload": lambda: pathlab.UserlbPath(lab, offload=True)}
             for i, name in enumerate(RUN_ORDER):
                 deadline = time.monotonic() + budget.share(len(RUN_ORDER) - i)
                 paths[name] = measure_path(lab, makers[name](), p, deadline, progress)
@@ -261,7 +269,8 @@ def run(mode: str, max_seconds: float, out: Path, seed: int = 1) -> dict:
 
 
 def plot(path: Path, paths: dict, rat: dict) -> str | None:
-    """Delivered vs offered 64-B UDP per path, and userlb's ratios per figure."""
+    """Delivered vs offered 64-B UDP per path, and userlb's (and userlb+offload's) ratios
+    per figure."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -279,15 +288,16 @@ def plot(path: Path, paths: dict, rat: dict) -> str | None:
     left.grid(True, lw=0.3)
     left.legend()
     keys = [k for k, _, _ in FIGURES]
-    width = 0.4
-    for j, base in enumerate(("kernel", "c")):
-        ys = [rat[f"userlb/{base}"][k] or 0.0 for k in keys]
-        right.bar([i + (j - 0.5) * width for i in range(len(keys))], ys, width,
-                  label=f"userlb / {base}")
+    pairs = [(n, b) for n in USERLB_PATHS for b in BASES]
+    width = 0.8 / len(pairs)
+    for j, (name, base) in enumerate(pairs):
+        ys = [rat[f"{name}/{base}"][k] or 0.0 for k in keys]
+        right.bar([i + (j - (len(pairs) - 1) / 2) * width for i in range(len(keys))], ys,
+                  width, label=f"{name} / {base}")
     right.axhline(1.0, color="black", lw=0.8)
     right.set_xticks(range(len(keys)), keys, rotation=35, ha="right", fontsize=7)
     right.set(title="userlb's ratios (CPU rows: > 1 means more CPU)", yscale="log")
-    right.legend()
+    right.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

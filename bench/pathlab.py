@@ -1,11 +1,11 @@
-"""EDGE: the path bench's lab: CPU split, load servers, and the three data paths.
+"""EDGE: the path bench's lab: CPU split, load servers, and the four data paths.
 
 What it does: on a userlb.lab.Lab (3 clients, 3 real servers) it splits the two
 cores as spec/perf.md B1 does (RPS steers the router's veths to the router
 core, the client and server veths to the load core; load processes are pinned
 to the load core, forwarders to the router core), starts iperf3 servers and a
 fast HTTP server (nginx, when installed) on the real servers, and runs one of
-three data paths in the router namespace at a time:
+four data paths in the router namespace at a time:
 - KernelPath: nftables DNAT (`numgen inc` per connection for HTTP, a source map
   for iperf3, whose control and data connections must meet one server), with
   conntrack doing the reverse NAT; the VIP is a local address, as on an IPVS
@@ -14,7 +14,9 @@ three data paths in the router namespace at a time:
   userlb's own TUN plumbing (userlb.plumbing.RouterPlumbing), with the virtio
   header and TSO/checksum offloads on (`cfwd -v`), so it is the TUN's ceiling
   for bulk TCP as well as for small packets.
-- UserlbPath: `userlb run` with the same services (rr for HTTP, sh for iperf3).
+- UserlbPath: `userlb run` with the same services (rr for HTTP, sh for iperf3);
+  with offload=True ("userlb+offload") its config has `[router] offload = true`
+  (IFF_VNET_HDR + TUNSETOFFLOAD, TCP super-packets rewritten whole).
 
 What it does not do: generate load or compute figures (pathload, path). It
 writes nothing outside the lab's namespaces and its temp dirs.
@@ -216,9 +218,12 @@ class UserlbPath:
 
     name = "userlb"
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, offload: bool = False) -> None:
         self.lab = lab
+        self.offload = offload      # [router] offload = true: IFF_VNET_HDR + TSO/checksum
         self.balancer = None
+        if offload:
+            self.name = "userlb+offload"
 
     @property
     def pid(self) -> int | None:
@@ -230,7 +235,8 @@ class UserlbPath:
         for port in iperf_ports(lab):
             services += "".join(lab.service_text(proto, port, port, "sh")
                                 for proto in ("tcp", "udp"))
-        return lab.config_text(services=services)
+        return lab.config_text(services=services,
+                               extra="offload = true" if self.offload else "")
 
     def start(self) -> None:
         self.balancer = self.lab.start_balancer(self.config())
