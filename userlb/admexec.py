@@ -154,13 +154,10 @@ def _add_server(engine, cmd: AdmCommand, est) -> None:
 def _edit_server(engine, cmd: AdmCommand, est) -> None:
     index = _find(engine, cmd, "Service not defined")
     _thresholds_ok(cmd)
-    rt = engine.services[index]
-    row = rt.dests.find(ip_to_int(cmd.server), cmd.server_port)
-    if row < 0:
+    if engine.services[index].dests.find(ip_to_int(cmd.server), cmd.server_port) < 0:
         raise _OpError("No such destination")
-    rt.dests.edit(row, weight=cmd.weight, u_threshold=cmd.u_threshold,
-                  l_threshold=cmd.l_threshold)
-    rt.scheduler.dests_changed(rt.dests)
+    engine.edit_dest(index, cmd.server, cmd.server_port, cmd.weight,
+                     u_threshold=cmd.u_threshold, l_threshold=cmd.l_threshold)
 
 
 def _delete_server(engine, cmd: AdmCommand, est) -> None:

@@ -358,11 +358,13 @@ class Engine:
                 return i
         raise KeyError(f"no service {protocol} {vip}:{port}")
 
-    def edit_dest(self, service: int, address: str, port: int, weight: int) -> None:
-        """Change a real server's weight (0 quiesces: no new flows, existing ones drain)."""
+    def edit_dest(self, service: int, address: str, port: int, weight: int | None,
+                  u_threshold: int | None = None, l_threshold: int | None = None) -> None:
+        """Change a real server's weight (0 quiesces: no new flows, existing ones drain) and
+        thresholds, as ipvsadm -e; None leaves a value as it is."""
         rt = self.services[service]
         row = rt.find(address, port)
-        rt.dests.edit(row, weight=weight)
+        rt.dests.edit(row, weight=weight, u_threshold=u_threshold, l_threshold=l_threshold)
         rt.scheduler.dests_changed(rt.dests)
 
     def drop_counts(self) -> dict[str, int]:

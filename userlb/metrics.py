@@ -39,9 +39,8 @@ from typing import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from userlb import estimator
+from userlb import estimator, snapshot
 from userlb.drops import DropReason
-from userlb.services import int_to_ip
 
 HA_ROLES = ("init", "backup", "master", "fault")
 _DIRECTIONS = (("in", "inpkts", "inbytes", "inpps", "inbps"),
@@ -67,16 +66,12 @@ def snapshot_for_metrics(engine, now: float, rates: estimator.Estimator | None =
         c, d = rt.config, rt.dests
         dests = []
         for k in range(len(d)):
-            addr, port = int(d.addr[k]), int(d.port[k])
+            base = snapshot.dest_row(d, k)
             row = report.dest(d.uid[k])
-            state = health_of(c.key, (addr, port)) if health_of else "unchecked"
-            dests.append({
-                "name": f"{int_to_ip(addr)}:{port}", "weight": int(d.weight[k]),
-                "active": int(d.activeconns[k]), "inactive": int(d.inactconns[k]),
-                "persist": int(d.persistconns[k]), "overloaded": bool(d.overloaded[k]),
-                "health": state,
-                **{f: int(getattr(d, f)[k]) for f in estimator.FIELDS},
-                **{f: getattr(row, f) for f in estimator.RATE_FIELDS}})
+            state = (health_of(c.key, (base["addr"], base["port"])) if health_of
+                     else "unchecked")
+            dests.append({**base, "name": f"{base['address']}:{base['port']}", "health": state,
+                          **{f: getattr(row, f) for f in estimator.RATE_FIELDS}})
         totals = report.service_totals.get(index, (0,) * 5)
         rate = report.service(index)
         services.append({

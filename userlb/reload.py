@@ -28,14 +28,11 @@ def _service(engine, svc) -> int:
 
 
 def _edit_real(engine, change: RealEdited, is_down) -> str:
-    index = _service(engine, change.service)
-    rt = engine.services[index]
     new = change.new
-    row = rt.find(new.address, new.port)
     down = is_down(change.service.key, (ip_to_int(new.address), new.port))
-    rt.dests.edit(row, weight=None if down else new.weight, u_threshold=new.u_threshold,
-                  l_threshold=new.l_threshold)
-    rt.scheduler.dests_changed(rt.dests)
+    engine.edit_dest(_service(engine, change.service), new.address, new.port,
+                     None if down else new.weight, u_threshold=new.u_threshold,
+                     l_threshold=new.l_threshold)
     return f"-e {new.address}:{new.port} {', '.join(change.names)}" + (
         " (down: weight applies on recovery)" if down and "weight" in change.names else "")
 

@@ -14,20 +14,24 @@ from userlb.persist import TEMPLATE_PROTO_BIT, TEMPLATE_STATE_NAMES
 from userlb.services import PROTOCOL_NAMES, int_to_ip
 
 
+def dest_row(d, i: int) -> dict:
+    """Real server `i` of DestTable `d`: address, weight, counters, thresholds, statistics."""
+    return {"address": int_to_ip(d.addr[i]), "addr": int(d.addr[i]), "port": int(d.port[i]),
+            "weight": int(d.weight[i]), "active": int(d.activeconns[i]),
+            "inactive": int(d.inactconns[i]), "persist": int(d.persistconns[i]),
+            "u_threshold": int(d.u_threshold[i]), "l_threshold": int(d.l_threshold[i]),
+            "conns": int(d.conns[i]), "inpkts": int(d.inpkts[i]),
+            "outpkts": int(d.outpkts[i]), "inbytes": int(d.inbytes[i]),
+            "outbytes": int(d.outbytes[i]), "overloaded": bool(d.overloaded[i])}
+
+
 def services(engine) -> list[dict]:
     out = []
     for rt in engine.services:
         if rt is None:                  # deleted service
             continue
         c, d = rt.config, rt.dests
-        dests = [{"address": int_to_ip(d.addr[i]), "addr": int(d.addr[i]), "port": int(d.port[i]),
-                  "weight": int(d.weight[i]), "active": int(d.activeconns[i]),
-                  "inactive": int(d.inactconns[i]), "persist": int(d.persistconns[i]),
-                  "u_threshold": int(d.u_threshold[i]), "l_threshold": int(d.l_threshold[i]),
-                  "conns": int(d.conns[i]), "inpkts": int(d.inpkts[i]),
-                  "outpkts": int(d.outpkts[i]), "inbytes": int(d.inbytes[i]),
-                  "outbytes": int(d.outbytes[i]), "overloaded": bool(d.overloaded[i])}
-                 for i in range(len(d))]
+        dests = [dest_row(d, i) for i in range(len(d))]
         out.append({"protocol": c.protocol.upper(), "vip": c.vip, "port": c.port,
                     "scheduler": c.scheduler, "flags": list(c.sched_flags),
                     "persistent_s": c.persistent_s, "netmask": c.netmask, "fwmark": c.fwmark,
