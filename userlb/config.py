@@ -24,6 +24,8 @@ Schema (docs/config.md has a full commented example)::
     trace_connections = 0             # record the packet flow of the first N connections
     batch_size = 256                  # frames per data-path batch, >= 1
     offload = false                   # TUN virtio offload (TSO/checksum super-packets)
+    io = "auto"                       # TUN I/O: "auto" | "read" | "uring" | "sqpoll"
+    queues = 1                        # TUN queues, one data-path thread each, 1..64
     metrics = ""                      # "address:port" for Prometheus /metrics; "" = off
     web = ""                          # "address:port" for the web view (HTTP); "" = off
     web_token = ""                    # bearer token for weight changes; "" = read-only
@@ -80,7 +82,7 @@ __all__ = [
     "Config", "RouterConfig", "TimeoutConfig", "ConfigIssue", "ConfigError", "load", "loads",
     "diff", "Change", "RouterChanged", "TimeoutsChanged", "ServiceAdded", "ServiceRemoved",
     "ServiceChanged", "RealAdded", "RealRemoved", "RealEdited", "field_docs", "SCHEDULERS",
-    "SCHED_FLAGS",
+    "SCHED_FLAGS", "IO_MODES",
 ]
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf",
@@ -88,6 +90,10 @@ SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq"
 """Scheduler names accepted in `scheduler =` (IPVS names, as ipvsadm -s)."""
 SCHED_FLAGS = {"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
 """Scheduler flag → the only scheduler it is valid with (ipvsadm parse_sched_flags)."""
+IO_MODES = ("auto", "read", "uring", "sqpoll")
+"""Values of `[router] io` (tunio.open_io says what each does)."""
+MAX_QUEUES = 64
+"""The most TUN queues `[router] queues` may ask for."""
 MAX_TIMEOUT_S = 86400 * 31
 """ipvsadm MAX_TIMEOUT: the largest persistence or --set timeout, 31 days."""
 
@@ -113,6 +119,15 @@ class RouterConfig:
     offload: bool = False
     """Open the TUN with IFF_VNET_HDR and TSO/checksum offload: TCP super-packets of up to
     64 KiB cross the TUN whole and are rewritten once (spec/perf.md A1)."""
+    io: str = "auto"
+    """How the data path reads and writes the TUN: "auto" (io_uring where the kernel allows,
+    else "read"), "read" (poll + one read/write system call per frame), "uring" (a
+    multishot io_uring read, writes and wait in one io_uring_enter), or "sqpoll" (io_uring
+    with a kernel thread doing the I/O on another core). "uring"/"sqpoll" fall back with
+    a warning where the kernel refuses them."""
+    queues: int = 1
+    """TUN queues (IFF_MULTI_QUEUE when > 1), each read by its own data-path thread; the
+    threads share one engine, so they agree on every scheduling decision."""
     metrics: str = ""
     """"address:port" where Prometheus metrics are served (GET /metrics); "" = off."""
     web: str = ""

@@ -16,8 +16,8 @@ import ipaddress
 from dataclasses import fields
 from typing import Any, Callable
 
-from .config import (MAX_TIMEOUT_S, SCHED_FLAGS, SCHEDULERS, Config, ConfigIssue, RouterConfig,
-                     TimeoutConfig, is_netmask, normal_ipv4)
+from .config import (IO_MODES, MAX_QUEUES, MAX_TIMEOUT_S, SCHED_FLAGS, SCHEDULERS, Config,
+                     ConfigIssue, RouterConfig, TimeoutConfig, is_netmask, normal_ipv4)
 from .services import PROTOCOLS, RealServer, VirtualService
 
 KeyPath = tuple[str | int, ...]
@@ -177,6 +177,12 @@ class _Checker:
                                                    default.trace_connections, 0)
         values["batch_size"] = self.integer(table, path, "batch_size", default.batch_size, 1)
         values["offload"] = self.get(table, path, "offload", "boolean", default.offload)
+        values["io"] = self.get(table, path, "io", "string", default.io)
+        if values["io"] not in (_BAD, *IO_MODES):
+            self.error(path + ("io",), f"must be one of {', '.join(IO_MODES)}, got "
+                                       f"'{values['io']}'")
+            values["io"] = _BAD
+        values["queues"] = self.integer(table, path, "queues", default.queues, 1, MAX_QUEUES)
         values["metrics"] = self.endpoint(table, path, "metrics", default.metrics)
         values["web"] = self.endpoint(table, path, "web", default.web)
         values["web_token"] = self.get(table, path, "web_token", "string", default.web_token)

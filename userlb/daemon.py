@@ -1,12 +1,12 @@
 """EDGE: `userlb run CONFIG`: TUN, plumbing, data-path thread, then the control plane.
 
 Start-up order: load the config (TOML, lvs.cf or keepalived.conf; errors →
-`path:line: message`, exit 2), open the TUN, install the plumbing, start the
-data-path thread, run the control plane (controlplane.py) on a uvloop loop
-until SIGINT/SIGTERM. Shutdown undoes it all in reverse order, also when
-start-up fails half way. With an [ha] table the VIPs are not claimed at start:
-ha/runner.py claims them when this router becomes master and sends a
-priority-0 advert and releases them at shutdown.
+`path:line: message`, exit 2), open the TUN (one fd per queue), install the
+plumbing, start the data-path threads (one per queue), run the control plane
+(controlplane.py) on a uvloop loop until SIGINT/SIGTERM. Shutdown undoes it all
+in reverse order, also when start-up fails half way. With an [ha] table the
+VIPs are not claimed at start: ha/runner.py claims them when this router becomes
+master and sends a priority-0 advert and releases them at shutdown.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from userlb.config import ConfigError
 from userlb.controlplane import ControlPlane
 from userlb.engine import Engine
 from userlb.plumbing import RouterPlumbing
-from userlb.tun import Tun
-from userlb.worker import DataPath
+from userlb.tun import open_queues
+from userlb.worker import Workers
 
 log = logging.getLogger("userlb")
 
@@ -55,16 +55,17 @@ def run(path: str) -> int:
     engine = build_engine(cfg)
     r = cfg.router
     ha = ha_config(cfg)
-    tun = plumbing = datapath = None
+    queues: list = []
+    plumbing = datapath = None
     try:
-        tun = Tun(r.tun, offload=r.offload)
+        queues = open_queues(r.tun, r.queues, offload=r.offload)
         gateway = str(ha.nat_router) if ha is not None and ha.nat_router is not None else None
         plumbing = RouterPlumbing(r.tun, r.client_interface, r.server_interface,
                                   sorted({s.vip for s in cfg.services if not s.fwmark} |
                                          {m[1] for s in cfg.services for m in s.match}),
                                   gateway=gateway)
         plumbing.install(claim=ha is None)       # with HA the runner claims on becoming master
-        datapath = DataPath(engine, tun, batch_size=r.batch_size)
+        datapath = Workers(engine, queues, batch_size=r.batch_size, io=r.io)
         datapath.start()
         import uvloop
         uvloop.run(ControlPlane(cfg, path, datapath, plumbing, ha).run())
@@ -73,7 +74,7 @@ def run(path: str) -> int:
             datapath.stop()
         if plumbing is not None:
             plumbing.remove()
-        if tun is not None:
-            tun.close()
+        for queue in queues:
+            queue.close()
         log.info("stopped; plumbing removed")
     return 0

@@ -25,13 +25,23 @@ class FrameBatch:
     __slots__ = ("buf", "length", "count", "vnet")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, snaplen: int = DEFAULT_SNAPLEN,
-                 vnet: bool = False) -> None:
-        self.buf = np.zeros((capacity, snaplen), dtype=np.uint8)
+                 vnet: bool = False, inline_vnet: bool = False) -> None:
         self.length = np.zeros(capacity, dtype=np.int32)
         self.count = 0
         # With TUN offload: each row's virtio_net_hdr, kept apart so the datagram stays at
         # byte 0 of its row; None without offload (every checksum is complete).
-        self.vnet = np.zeros((capacity, VNET_HDR_LEN), dtype=np.uint8) if vnet else None
+        # inline_vnet: the header sits in the VNET_HDR_LEN bytes just before its row (the
+        # first row's in a leading pad, the others' in the tail of the row above), so one
+        # read fills header and datagram and one write sends them (tunring.py). A frame
+        # longer than snaplen - VNET_HDR_LEN would share bytes with the next row's header.
+        if vnet and inline_vnet:
+            flat = np.zeros(VNET_HDR_LEN + capacity * snaplen, dtype=np.uint8)
+            self.buf = flat[VNET_HDR_LEN:].reshape(capacity, snaplen)
+            self.vnet = np.lib.stride_tricks.as_strided(
+                flat, (capacity, VNET_HDR_LEN), (snaplen, 1), writeable=True)
+        else:
+            self.buf = np.zeros((capacity, snaplen), dtype=np.uint8)
+            self.vnet = np.zeros((capacity, VNET_HDR_LEN), dtype=np.uint8) if vnet else None
 
     def partial(self, n: int | None = None) -> np.ndarray | None:
         """Boolean mask of rows 0..n-1 flagged NEEDS_CSUM, or None without offload."""
@@ -67,10 +77,15 @@ class FrameBatch:
 
     def tail(self, start: int) -> "FrameBatch":
         """Rows start..count-1 as a batch sharing this one's memory (row i is row start+i)."""
+        return self.window(start, None, self.count - start)
+
+    def window(self, start: int, end: int | None, count: int) -> "FrameBatch":
+        """Rows start..end-1 (end None: to the last) as a batch sharing this one's memory,
+        of which the first `count` are in use (row i is row start+i)."""
         view = FrameBatch.__new__(FrameBatch)
-        view.buf, view.length = self.buf[start:], self.length[start:]
-        view.vnet = None if self.vnet is None else self.vnet[start:]
-        view.count = self.count - start
+        view.buf, view.length = self.buf[start:end], self.length[start:end]
+        view.vnet = None if self.vnet is None else self.vnet[start:end]
+        view.count = count
         return view
 
     def clear(self) -> None:

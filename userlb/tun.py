@@ -1,7 +1,8 @@
 """EDGE: the TUN device: open it (python-pytun) and move frames in batches.
 
-open_tun() creates the device (IFF_TUN | IFF_NO_PI: raw IPv4, no packet
-info), sets its MTU and brings it up. read_batch() fills a FrameBatch with one
+Tun() creates the device (IFF_TUN | IFF_NO_PI: raw IPv4, no packet
+info), sets its MTU and brings it up; open_queues() opens several queues of one
+IFF_MULTI_QUEUE device (tuntap.rst), one Tun each. read_batch() fills a FrameBatch with one
 readv(2) per frame, straight into the preallocated rows, until the queue is
 empty (EAGAIN) or the batch is full; write_rows() writes chosen rows back.
 pytun's own read()/write() allocate per packet and are not used on the data
@@ -22,7 +23,7 @@ import fcntl
 import os
 
 import numpy as np
-from pytun import IFF_NO_PI, IFF_TUN, IFF_VNET_HDR, TunTapDevice
+from pytun import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR, TunTapDevice
 
 from userlb.frames import OFFLOAD_SNAPLEN, VNET_HDR_LEN, FrameBatch
 
@@ -40,22 +41,43 @@ def _disable_ipv6(ifname: str) -> None:
         pass      # no IPv6 in this kernel or namespace: nothing to silence
 
 
-class Tun:
-    """An open TUN device; `fd` is non-blocking."""
+def open_queues(name: str, queues: int = 1, mtu: int = 1500, offload: bool = False) -> list["Tun"]:
+    """The device with `queues` queues (IFF_MULTI_QUEUE when more than one), one Tun each.
+    The kernel spreads the frames it sends into the device over the queues by flow hash
+    (tun_automq_select_queue); a frame written to any queue enters the stack alike."""
+    if queues == 1:
+        return [Tun(name, mtu, offload)]
+    opened: list[Tun] = []
+    try:
+        for i in range(queues):
+            opened.append(Tun(name, mtu, offload, multi_queue=True, configure=i == 0))
+    except BaseException:
+        for tun in opened:
+            tun.close()
+        raise
+    return opened
 
-    def __init__(self, name: str, mtu: int = 1500, offload: bool = False) -> None:
+
+class Tun:
+    """One open queue of a TUN device (the only one without multi_queue); `fd` is
+    non-blocking. `configure` sets the device's MTU and brings it up (the first queue)."""
+
+    def __init__(self, name: str, mtu: int = 1500, offload: bool = False,
+                 multi_queue: bool = False, configure: bool = True) -> None:
         self.offload = offload
         self.dev = TunTapDevice(name=name,
-                                flags=IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0))
+                                flags=IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
+                                | (IFF_MULTI_QUEUE if multi_queue else 0))
         if offload:
             base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
             try:
                 fcntl.ioctl(self.dev.fileno(), TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
             except OSError:
                 fcntl.ioctl(self.dev.fileno(), TUNSETOFFLOAD, base)
-        self.dev.mtu = mtu
-        _disable_ipv6(self.dev.name)     # no router solicitations/MLD into our own reader
-        self.dev.up()
+        if configure:
+            self.dev.mtu = mtu
+            _disable_ipv6(self.dev.name)     # no router solicitations/MLD into our own reader
+            self.dev.up()
         self.name = self.dev.name
         self.fd = self.dev.fileno()
         os.set_blocking(self.fd, False)

@@ -1,14 +1,21 @@
-"""EDGE: the dedicated data-path thread: drain the TUN in batches, run the engine.
+"""EDGE: the data-path threads: drain a TUN queue in batches, run the engine.
 
-One thread owns the Engine. It blocks in poll(2) on the TUN and a wake-up
-eventfd (timeout = the engine's next deadline), then reads frames until EAGAIN
-or the batch is full, calls engine.process(batch, now) once, writes the
-verdict's rows back and runs engine.expire() when a deadline has passed.
-The control plane never touches the engine directly: call(fn) queues fn to run
-on this thread between batches and returns a concurrent Future, so control
-changes land between batches without locks (no per-packet asyncio callbacks,
-spec/perf.md). An exception from the engine is logged and counted and the
-batch's frames are dropped; the thread keeps running.
+A DataPath thread owns one TUN queue. It waits on the queue and a wake-up eventfd
+(timeout = the engine's next deadline) through its TUN I/O (tunio.py: io_uring where
+the kernel allows, else poll(2) + read-until-EAGAIN), calls engine.process(batch, now)
+once per batch read, hands the verdict's rows back to the I/O to write, and runs
+engine.expire() when a deadline has passed. The control plane never touches the
+engine directly: call(fn) queues fn to run on the first worker between batches and
+returns a concurrent Future, so control changes land between batches (no per-packet
+asyncio callbacks, spec/perf.md). An exception from the engine is logged and counted
+and the batch's frames are dropped; the thread keeps running.
+
+With a multi-queue TUN (`[router] queues` > 1), Workers runs one DataPath per queue
+over one Engine: every engine call (process, expire, control calls) holds one lock, so
+the workers agree on every scheduling decision and connection (a NAT connection's two
+directions hash to different queues, spec/perf.md A2), while their reads, writes and
+the kernel's forwarding work run in parallel outside it (system calls release the
+GIL). The first worker alone runs control calls and expiry.
 """
 
 from __future__ import annotations
@@ -16,13 +23,11 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import select
 import threading
 import time
 from concurrent.futures import Future
 
-
-from userlb.frames import FrameBatch
+from userlb.tunio import open_io
 
 log = logging.getLogger("userlb.worker")
 
@@ -31,22 +36,28 @@ MAX_IDLE_WAIT_S = 1.0
 
 class DataPath(threading.Thread):
     def __init__(self, engine, tun, batch_size: int = 256, snaplen: int | None = None,
-                 clock=time.monotonic) -> None:
-        super().__init__(name="userlb-datapath", daemon=True)
+                 clock=time.monotonic, io: str = "auto", lock=None, primary: bool = True,
+                 name: str = "userlb-datapath") -> None:
+        super().__init__(name=name, daemon=True)
         self.engine = engine
         self.tun = tun
-        offload = bool(getattr(tun, "offload", False))
-        if snaplen is None:
-            snaplen = getattr(tun, "snaplen", 2048)
-        self.batch = FrameBatch(batch_size, snaplen, vnet=offload)   # vnet: TUN offload headers
+        self.batch_size, self.snaplen, self.io_mode = batch_size, snaplen, io
+        self.io = None             # opened on the thread itself (an io_uring has one issuer)
+        self.lock = lock if lock is not None else threading.Lock()   # held for engine calls
+        self.primary = primary     # runs control calls and expiry
         self.clock = clock
         self._calls: collections.deque = collections.deque()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK)
         self._stopping = False
+        self.ready = threading.Event()   # set once the I/O is open (self.io says which)
         self.errors = 0            # engine exceptions (each dropped one batch)
-        self.write_failures = 0    # frames the kernel refused on write
         self.batches = 0
         self.frames = 0
+
+    @property
+    def write_failures(self) -> int:
+        """Frames the kernel refused on write."""
+        return self.io.write_failures if self.io is not None else 0
 
     # -- control-plane side -----------------------------------------------------------
     def call(self, fn) -> Future:
@@ -64,19 +75,32 @@ class DataPath(threading.Thread):
 
     # -- data-path side ---------------------------------------------------------------
     def run(self) -> None:
-        poller = select.poll()
-        poller.register(self.tun.fd, select.POLLIN)
-        poller.register(self._wake, select.POLLIN)
+        try:
+            self.io = open_io(self.tun, self.io_mode, self.batch_size, self._wake, self.snaplen)
+        finally:
+            self.ready.set()
+        log.info("%s: TUN I/O %s", self.name, self.io.name)
+        try:
+            self._loop()
+        finally:
+            self.io.close()
+            os.close(self._wake)
+
+    def _loop(self) -> None:
+        engine, lock, io = self.engine, self.lock, self.io
         while not self._stopping:
-            now = self.clock()
-            wait_s = min(max(self.engine.next_deadline() - now, 0.0), MAX_IDLE_WAIT_S)
-            poller.poll(int(wait_s * 1000) + 1)
+            wait_s = MAX_IDLE_WAIT_S
+            if self.primary:
+                with lock:
+                    wait_s = min(max(engine.next_deadline() - self.clock(), 0.0), wait_s)
+            for batch in io.frames(wait_s):
+                self._process(batch)
             self._run_calls()
-            self._pump()
-            now = self.clock()
-            if self.engine.next_deadline() <= now:
-                self._guard(self.engine.expire, now)
-        os.close(self._wake)
+            if self.primary:
+                with lock:
+                    now = self.clock()
+                    if engine.next_deadline() <= now:
+                        self._guard(engine.expire, now)
 
     def _run_calls(self) -> None:
         try:
@@ -86,23 +110,22 @@ class DataPath(threading.Thread):
         while self._calls:
             fn, fut = self._calls.popleft()
             try:
-                fut.set_result(fn(self.engine, self.clock()))
+                with self.lock:
+                    result = fn(self.engine, self.clock())
+                fut.set_result(result)
             except Exception as exc:  # reported to the caller, never kills the data path
                 fut.set_exception(exc)
 
-    def _pump(self) -> None:
-        """Drain the TUN batch by batch until it is empty."""
-        batch = self.batch
-        while self.tun.read_batch(batch):
-            self.batches += 1
-            self.frames += batch.count
+    def _process(self, batch) -> None:
+        """One batch read: the engine's verdict, then its writes."""
+        self.batches += 1
+        self.frames += batch.count
+        with self.lock:
             verdict = self._guard(self.engine.process, batch, self.clock())
-            if verdict is not None:
-                self.write_failures += self.tun.write_rows(batch, verdict.rows, verdict.lengths)
-                for frame in verdict.extra:
-                    self.write_failures += not self.tun.write(frame)
-            if batch.count < batch.capacity:
-                break
+        if verdict is not None:
+            self.io.write_rows(batch, verdict.rows, verdict.lengths)
+            for frame in verdict.extra:
+                self.io.write(frame)
 
     def _guard(self, fn, *args):
         try:
@@ -115,3 +138,33 @@ class DataPath(threading.Thread):
     def counters(self) -> dict:
         return {"batches": self.batches, "frames": self.frames, "engine_errors": self.errors,
                 "write_failures": self.write_failures}
+
+
+class Workers:
+    """One DataPath per TUN queue over one engine and one lock (module docstring);
+    call() and stop() as a single DataPath's."""
+
+    def __init__(self, engine, queues, batch_size: int = 256, io: str = "auto") -> None:
+        lock = threading.Lock()
+        self.paths = [DataPath(engine, q, batch_size, io=io, lock=lock, primary=i == 0,
+                               name=f"userlb-datapath{i}" if len(queues) > 1 else
+                               "userlb-datapath")
+                      for i, q in enumerate(queues)]
+
+    def start(self) -> None:
+        for path in self.paths:
+            path.start()
+
+    def call(self, fn) -> Future:
+        return self.paths[0].call(fn)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        for path in self.paths:
+            path.stop(timeout_s)
+
+    def counters(self) -> dict:
+        total: dict = {}
+        for path in self.paths:
+            for key, value in path.counters().items():
+                total[key] = total.get(key, 0) + value
+        return total

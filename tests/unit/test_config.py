@@ -28,6 +28,8 @@ ctl_socket = "/tmp/ulb.sock"
 trace_connections = 3
 batch_size = 64
 offload = true
+io = "sqpoll"
+queues = 2
 [timeouts]
 tcp = 600
 tcpfin = 0
@@ -56,7 +58,8 @@ persistence_mask = "255.255.255.0"
 """
 
 EXPECTED = Config(
-    RouterConfig("ulb1", "c-rtr", "br-rs", 1024, "/tmp/ulb.sock", 3, 64, True),
+    RouterConfig("ulb1", "c-rtr", "br-rs", 1024, "/tmp/ulb.sock", 3, 64, True, io="sqpoll",
+                 queues=2),
     TimeoutConfig(tcp=600, tcpfin=0, udp=30),
     (VirtualService("tcp", "198.18.1.100", 80, "wrr", (
         RealServer("198.18.2.11", 8080, 2, 100, 50), RealServer("198.18.2.12", 80))),
@@ -225,6 +228,9 @@ def test_inline_tables_are_accepted():
     ('[timeouts]\nudp = -1\n', "lb.toml:2: timeouts.udp: must be in 0..2678400, got -1"),
     ('[router]\ntable_size = 0\n', "lb.toml:2: router.table_size: must be at least 1, got 0"),
     ('[router]\nbatch_size = 0\n', "lb.toml:2: router.batch_size: must be at least 1, got 0"),
+    ('[router]\nio = "fast"\n',
+     "lb.toml:2: router.io: must be one of auto, read, uring, sqpoll, got 'fast'"),
+    ('[router]\nqueues = 0\n', "lb.toml:2: router.queues: must be in 1..64, got 0"),
     ('[router]\ntrace_connections = -1\n',
      "lb.toml:2: router.trace_connections: must be at least 0, got -1"),
     ('[router]\ntun = "a-name-too-long-0"\n',

@@ -1,0 +1,92 @@
+"""tunio.open_io's choice and fallback, and the FrameBatch layouts tunring.py reads into.
+
+No TUN here: a pipe stands in for the TUN fd, and io_uring is made to refuse by
+replacing UringTunIO, as io_uring_disabled, a seccomp filter or an old kernel would.
+tests/integration/test_tunio.py runs every mode on a real TUN.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from userlb import tunio, tunring
+from userlb.frames import VNET_HDR_LEN, FrameBatch
+from userlb.uring import UringUnavailable
+
+
+class PipeTun:
+    snaplen = 2048
+    offload = False
+
+    def __init__(self) -> None:
+        self.fd, self.w = os.pipe()
+
+    def read_batch(self, batch) -> int:
+        return 0
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.w)
+
+
+@pytest.fixture
+def refused(monkeypatch):
+    asked = []
+
+    def refuse(tun, batch_size, wake_fd, snaplen=None, sqpoll=False):
+        asked.append("sqpoll" if sqpoll else "uring")
+        raise UringUnavailable(1, "io_uring_setup: Operation not permitted")
+    monkeypatch.setattr(tunring, "UringTunIO", refuse)
+    return asked
+
+
+@pytest.mark.parametrize("mode, tried, level", [
+    ("auto", ["uring"], logging.INFO),
+    ("uring", ["uring"], logging.WARNING),
+    ("sqpoll", ["sqpoll", "uring"], logging.WARNING),
+    ("read", [], None),
+])
+def test_falls_back_to_read_when_io_uring_is_refused(refused, caplog, mode, tried, level):
+    tun = PipeTun()
+    caplog.set_level(logging.INFO, "userlb.tunio")
+    try:
+        io = tunio.open_io(tun, mode, 8, tun.w)
+        assert isinstance(io, tunio.ReadTunIO) and io.name == "read"
+        assert refused == tried
+        assert [r.levelno for r in caplog.records] == [level] * len(tried)
+        assert list(io.frames(0)) == []
+    finally:
+        tun.close()
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="not one of auto, read, uring, sqpoll"):
+        tunio.open_io(PipeTun(), "fast", 8, 0)
+
+
+@pytest.mark.parametrize("batch, rows", [(1, 2), (4, 8), (100, 256), (256, 512), (257, 1024)])
+def test_pool_is_a_power_of_two_holding_two_batches(batch, rows):
+    assert tunring.pool_rows_for(batch) == rows
+
+
+def test_inline_vnet_header_sits_just_before_its_row():
+    b = FrameBatch(4, 64, vnet=True, inline_vnet=True)
+    assert b.buf.flags.c_contiguous and b.buf.shape == (4, 64) and b.vnet.shape == (4, 10)
+    for i in range(4):
+        assert b.vnet[i].ctypes.data == b.buf[i].ctypes.data - VNET_HDR_LEN
+    b.vnet[2] = 7               # the row above gives its last bytes to the header
+    assert (b.buf[1, -VNET_HDR_LEN:] == 7).all() and (b.buf[1, :-VNET_HDR_LEN] == 0).all()
+    assert (b.buf[2] == 0).all()
+
+
+def test_window_is_a_view_of_rows():
+    b = FrameBatch.from_frames([b"a" * 20, b"b" * 30, b"c" * 40])
+    w = b.window(1, 3, 2)
+    assert (w.count, w.frames()) == (2, [b"b" * 30, b"c" * 40])
+    w.buf[0, 0] = ord("x")
+    assert b.frame(1)[:1] == b"x"
+    assert b.tail(1).frames() == w.frames()
