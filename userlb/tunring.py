@@ -36,6 +36,9 @@ log = logging.getLogger("userlb.tunring")
 
 READ_TAG, WAKE_TAG, CANCEL_TAG = 1, 2, 3      # user_data; a WRITE's is WRITE_TAG + its row
 WRITE_TAG = 1 << 32
+FEW = 32               # completions or writes handled in plain Python (numpy's fixed cost
+                       # per call, ~1 us, is most of the cost at a few frames per wake-up)
+MAX_WINDOWS = 4096     # cached windows; in steady state a few (row, count) pairs recur
 BGID = 0                                       # our one buffer group
 FILE_POS = (1 << 64) - 1                       # off = -1: a stream, no position
 
@@ -73,16 +76,20 @@ class UringTunIO:
         t = self.write_tmpl
         t["opcode"], t["fd"], t["off"] = uring.OP_WRITE, tun.fd, FILE_POS
         t["addr"], t["user_data"] = addrs, WRITE_TAG + np.arange(rows, dtype=np.uint64)
+        self.write_sqes = [t[i].tobytes() for i in range(rows)]     # the few-frames path
         self.read_sqe = self._sqe(uring.OP_READ_MULTISHOT, tun.fd, READ_TAG,
-                                  flags=uring.IOSQE_BUFFER_SELECT, off=FILE_POS)
+                                  flags=uring.IOSQE_BUFFER_SELECT, off=FILE_POS).tobytes()
         self.wake_sqe = self._sqe(uring.OP_POLL_ADD, wake_fd, WAKE_TAG,
-                                  op_flags=uring.POLLIN, length=uring.POLL_ADD_MULTI)
+                                  op_flags=uring.POLLIN, length=uring.POLL_ADD_MULTI).tobytes()
         self.read_armed = self.wake_armed = False
         self.next_bid = 0          # the buffer (row) the kernel fills next
         self.held = 0              # rows taken by the kernel and not yet given back
-        self.pending = np.zeros(rows, bool)    # rows whose WRITE has not completed
+        self._pending = bytearray(rows)       # 1: the row's WRITE has not completed
+        self.pending = np.frombuffer(self._pending, np.bool_)   # the same, for numpy
         self.n_pending = 0
+        self._unsubmitted = 0      # WRITEs queued since the last enter
         self._start = 0            # pool row of the window being yielded
+        self._windows_made: dict = {}            # (row, count) -> FrameBatch window
         self.write_failures = 0    # WRITEs the kernel refused (completed with an error)
         self.read_errors = 0       # multishot READs ended by an error other than ENOBUFS
         self.rearms = 0            # multishot READs submitted (1 + one per end)
@@ -99,30 +106,45 @@ class UringTunIO:
     def frames(self, wait_s: float):
         """Submit queued writes, wait up to wait_s for completions, yield the rows read."""
         self._arm()
-        self.ring.enter(1, wait_s)
-        cq = self.ring.reap()
-        if not len(cq):
+        ring = self.ring
+        # the writes complete inline, in this call: waiting for them alone would return at
+        # once with no frames and cost another enter, so wait for one completion more
+        ring.enter(1 + self._unsubmitted, wait_s)
+        self._unsubmitted = 0
+        n = ring.ready()
+        if not n:
             return
-        user_data, res, flags = cq["user_data"], cq["res"], cq["flags"]
-        self._writes_done(user_data, res)
-        self._release()
-        reads = user_data == READ_TAG
-        if reads.any():
-            yield from self._reads(res[reads], flags[reads])
-        wakes = user_data == WAKE_TAG
-        if wakes.any() and not (flags[wakes][-1] & uring.CQE_F_MORE):
-            self.wake_armed = False
+        if n <= FEW:
+            reads = self._completions_few(ring.reap_few(n))
+            self._release()
+            if reads is not None:
+                yield from self._reads_few(*reads)
+        else:
+            reads = self._completions(ring.reap())
+            self._release()
+            if reads is not None:
+                yield from self._reads(*reads)
 
     def write_rows(self, batch: FrameBatch, rows: np.ndarray, out_len: np.ndarray) -> None:
         """Queue one WRITE per row of the window just yielded (submitted by the next wait)."""
-        if not len(rows):
+        k = len(rows)
+        if not k:
             return
-        pool_rows = np.asarray(rows, np.intp) + self._start
-        sqes = self.write_tmpl[pool_rows]
-        sqes["len"] = np.asarray(out_len) + self.hdr
-        self.pending[pool_rows] = True
-        self.n_pending += len(pool_rows)
-        self.ring.push(sqes)
+        if k <= FEW:
+            start, hdr, pending, push, sqes = (self._start, self.hdr, self._pending,
+                                               self.ring.push_one, self.write_sqes)
+            for row, n in zip(rows.tolist(), out_len.tolist()):
+                row += start
+                push(sqes[row], n + hdr)
+                pending[row] = 1
+        else:
+            pool_rows = np.asarray(rows, np.intp) + self._start
+            sqes = self.write_tmpl[pool_rows]
+            sqes["len"] = np.asarray(out_len) + self.hdr
+            self.pending[pool_rows] = True
+            self.ring.push(sqes)
+        self.n_pending += k
+        self._unsubmitted += k
 
     def write(self, frame: bytes) -> None:
         """A frame the engine originated (rare: ICMP): written at once, not through the ring."""
@@ -131,20 +153,44 @@ class UringTunIO:
     # -- inside ------------------------------------------------------------------------
     def _arm(self) -> None:
         if not self.read_armed and self.held <= self.mask:    # a buffer is free to read into
-            self.ring.push(self.read_sqe)
+            self.ring.push_one(self.read_sqe)
             self.read_armed = True
             self.rearms += 1
         if not self.wake_armed:
-            self.ring.push(self.wake_sqe)
+            self.ring.push_one(self.wake_sqe)
             self.wake_armed = True
 
-    def _writes_done(self, user_data: np.ndarray, res: np.ndarray) -> None:
+    def _completions_few(self, cqes: list) -> tuple | None:
+        """Account a few completions in plain Python; the reads' (res, flags) or None."""
+        res_r, flags_r = [], []
+        pending = self._pending
+        for user_data, res, flags in cqes:
+            if user_data >= WRITE_TAG:
+                pending[user_data - WRITE_TAG] = 0
+                self.n_pending -= 1
+                if res < 0:
+                    self.write_failures += 1
+            elif user_data == READ_TAG:
+                res_r.append(res)
+                flags_r.append(flags)
+            elif user_data == WAKE_TAG and not flags & uring.CQE_F_MORE:
+                self.wake_armed = False
+        return (res_r, flags_r) if res_r else None
+
+    def _completions(self, cq: np.ndarray) -> tuple | None:
+        """The same over many completions with numpy."""
+        user_data, res, flags = cq["user_data"], cq["res"], cq["flags"]
         writes = user_data >= WRITE_TAG
         if writes.any():
             rows = (user_data[writes] - WRITE_TAG).astype(np.intp)
             self.pending[rows] = False
             self.n_pending -= len(rows)
             self.write_failures += int((res[writes] < 0).sum())
+        wakes = user_data == WAKE_TAG
+        if wakes.any() and not (flags[wakes][-1] & uring.CQE_F_MORE):
+            self.wake_armed = False
+        reads = user_data == READ_TAG
+        return (res[reads], flags[reads]) if reads.any() else None
 
     def _release(self) -> None:
         """Give back the oldest held rows whose writes are done (all yielded rows were
@@ -161,14 +207,35 @@ class UringTunIO:
             self.bufs.release(n)
             self.held -= n
 
+    def _read_ended(self, res: int) -> None:
+        """The multishot READ posted its last CQE: _arm() submits a new one."""
+        self.read_armed = False
+        if res < 0 and res != -errno.ENOBUFS:       # ENOBUFS: every row held; re-armed later
+            self.read_errors += 1
+            if self.read_errors == 1:
+                log.warning("io_uring READ on the TUN ended: %s",
+                            errno.errorcode.get(-res, res))
+
+    def _reads_few(self, res_l: list, flags_l: list):
+        if not flags_l[-1] & uring.CQE_F_MORE:
+            self._read_ended(res_l[-1])
+        start = bid = self.next_bid
+        length, hdr, k = self.pool.length, self.hdr, 0
+        limit = self.pool.snaplen - hdr if hdr else self.pool.snaplen
+        for res, flags in zip(res_l, flags_l):
+            if flags & uring.CQE_F_BUFFER:
+                if flags >> uring.CQE_BUFFER_SHIFT != bid:
+                    raise RuntimeError(f"io_uring buffer order lost at row {bid}")
+                n = res - hdr
+                length[bid] = n if n <= limit else self.pool.snaplen   # see _set_lengths
+                bid = (bid + 1) & self.mask
+                k += 1
+        if k:
+            yield from self._windows(start, k)
+
     def _reads(self, res: np.ndarray, flags: np.ndarray):
-        if not (flags[-1] & uring.CQE_F_MORE):        # the multishot READ ended
-            self.read_armed = False
-            if res[-1] < 0 and res[-1] != -errno.ENOBUFS:
-                self.read_errors += 1
-                if self.read_errors == 1:
-                    log.warning("io_uring READ on the TUN ended: %s", errno.errorcode.get(
-                        -int(res[-1]), res[-1]))
+        if not (flags[-1] & uring.CQE_F_MORE):
+            self._read_ended(int(res[-1]))
         got = (flags & uring.CQE_F_BUFFER) != 0
         if not got.all():
             res, flags = res[got], flags[got]
@@ -180,13 +247,23 @@ class UringTunIO:
         if bids[0] != start or bids[-1] != (start + k - 1) & self.mask:
             raise RuntimeError(f"io_uring buffer order lost: expected {start}, got {bids[:4]}")
         self._set_lengths(start, k, res)
+        yield from self._windows(start, k)
+
+    def _windows(self, start: int, k: int):
+        """Rows start.. (k of them, wrapping) are read: hold them and yield them as windows."""
         self.next_bid = (start + k) & self.mask
         self.held += k
-        pos = start
+        pos, windows = start, self._windows_made
         while k:
             n = min(k, self.batch_size, self.mask + 1 - pos)
             self._start = pos
-            yield self.pool.window(pos, pos + n, n)
+            window = windows.get((pos, n))       # views: made once, reused (~1 us each)
+            if window is None:
+                if len(windows) >= MAX_WINDOWS:
+                    windows.clear()
+                window = windows[pos, n] = self.pool.window(pos, pos + n, n)
+            window.count = n
+            yield window
             pos, k = (pos + n) & self.mask, k - n
 
     def _set_lengths(self, start: int, k: int, res: np.ndarray) -> None:

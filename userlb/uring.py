@@ -69,6 +69,8 @@ _PARAMS = struct.Struct("=10I" "8IQ" "8IQ")    # io_uring_params: 10 u32, sq_off
 _SQ_OFF = ("head", "tail", "ring_mask", "ring_entries", "flags", "dropped", "array")
 _CQ_OFF = ("head", "tail", "ring_mask", "ring_entries", "overflow", "cqes", "flags")
 _GETEVENTS_ARG = struct.Struct("=QIIQ")          # sigmask, sigmask_sz, min_wait_usec, ts
+_CQE = struct.Struct("=QiI")
+_U32 = struct.Struct("=I")
 
 _libc = ctypes.CDLL(None, use_errno=True)         # CDLL: the GIL is released in syscall()
 _syscall = _libc.syscall
@@ -127,20 +129,24 @@ class Ring:
         self._rings = mmap.mmap(self.fd, size, offset=OFF_SQ_RING)
         self._sqe_map = mmap.mmap(self.fd, SQE.itemsize * sq_entries, offset=OFF_SQES)
         u32 = np.frombuffer(self._rings, np.uint32)
-        self._sq_head, self._sq_tail = u32[sq_off["head"] // 4:], u32[sq_off["tail"] // 4:]
-        self._sq_flags = u32[sq_off["flags"] // 4:]
-        self._cq_head, self._cq_tail = u32[cq_off["head"] // 4:], u32[cq_off["tail"] // 4:]
         u32[sq_off["array"] // 4: sq_off["array"] // 4 + sq_entries] = np.arange(sq_entries)
+        del u32
+        self._u32 = memoryview(self._rings).cast("I")     # plain ints: cheaper than numpy
+        self._sq_head, self._sq_tail = sq_off["head"] // 4, sq_off["tail"] // 4
+        self._sq_flags = sq_off["flags"] // 4
+        self._cq_head, self._cq_tail = cq_off["head"] // 4, cq_off["tail"] // 4
+        self._cqes_off = cq_off["cqes"]
         self.sq_mask, self.cq_mask = sq_entries - 1, cq_entries - 1
         self.sqes = np.frombuffer(self._sqe_map, SQE)
         self.cqes = np.frombuffer(self._rings, CQE, cq_entries, cq_off["cqes"])
-        self._tail = int(self._sq_tail[0])          # ours: SQEs written, not yet published
+        self._tail = self._u32[self._sq_tail]       # ours: SQEs written, not yet published
         self._arg = bytearray(_GETEVENTS_ARG.size + 16)   # getevents_arg, then the timespec
         self._arg_addr = _addr(self._arg)
+        self._arg_ns = -1                               # the timeout packed in _arg
 
     # -- submission ------------------------------------------------------------------
     def sq_space(self) -> int:
-        return self.sq_mask + 1 - (self._tail - int(self._sq_head[0])) % (1 << 32)
+        return self.sq_mask + 1 - ((self._tail - self._u32[self._sq_head]) & 0xFFFFFFFF)
 
     def push(self, records: np.ndarray) -> None:
         """Copy SQE records (dtype SQE) into the ring; publish() or enter() submits them."""
@@ -154,10 +160,21 @@ class Ring:
             self.sqes[:n - first] = records[first:]
         self._tail = (self._tail + n) & 0xFFFFFFFF
 
+    def push_one(self, sqe: bytes, length: int | None = None) -> None:
+        """One SQE from its 64 bytes, with `len` replaced when given (no numpy: for the
+        few-frames case, where numpy's fixed cost per call dominates)."""
+        if not self.sq_space():
+            raise BufferError("submission queue full")
+        at = (self._tail & self.sq_mask) * 64
+        self._sqe_map[at:at + 64] = sqe
+        if length is not None:
+            _U32.pack_into(self._sqe_map, at + 24, length)
+        self._tail = (self._tail + 1) & 0xFFFFFFFF
+
     def publish(self) -> int:
         """Make pushed SQEs visible to the kernel; returns how many are pending."""
-        pending = (self._tail - int(self._sq_tail[0])) % (1 << 32)
-        self._sq_tail[0] = self._tail
+        pending = (self._tail - self._u32[self._sq_tail]) & 0xFFFFFFFF
+        self._u32[self._sq_tail] = self._tail
         return pending
 
     def enter(self, wait_nr: int = 0, timeout_s: float | None = None) -> None:
@@ -166,31 +183,43 @@ class Ring:
         to_submit = self.publish()
         flags = 0
         if self.sqpoll:
-            if to_submit and self._sq_flags[0] & SQ_NEED_WAKEUP:
+            if to_submit and self._u32[self._sq_flags] & SQ_NEED_WAKEUP:
                 flags |= ENTER_SQ_WAKEUP
             to_submit = 0
             if not (flags or wait_nr):
                 return
         if wait_nr:
             flags |= ENTER_GETEVENTS
-        arg, argsz = 0, 0
+        arg = argsz = 0
         if wait_nr and timeout_s is not None:
             ns = max(0, int(timeout_s * 1e9))
-            struct.pack_into("=QIIQqq", self._arg, 0, 0, 8, 0,
-                             self._arg_addr + _GETEVENTS_ARG.size, ns // 10**9, ns % 10**9)
+            if ns != self._arg_ns:
+                struct.pack_into("=QIIQqq", self._arg, 0, 0, 8, 0,
+                                 self._arg_addr + _GETEVENTS_ARG.size, ns // 10**9, ns % 10**9)
+                self._arg_ns = ns
             flags |= ENTER_EXT_ARG
             arg, argsz = self._arg_addr, _GETEVENTS_ARG.size
-        try:
-            _call(SYS_ENTER, self.fd, to_submit, wait_nr, flags, arg, argsz)
-        except OSError as exc:
-            if exc.errno not in (62, 4, 16):      # ETIME, EINTR; EBUSY: CQ overflow, reap first
-                raise
+        if _syscall(SYS_ENTER, self.fd, to_submit, wait_nr, flags, arg, argsz) < 0:
+            err = ctypes.get_errno()
+            if err not in (62, 4, 16):            # ETIME, EINTR; EBUSY: CQ overflow, reap first
+                raise OSError(err, os.strerror(err))
 
     # -- completion ------------------------------------------------------------------
+    def ready(self) -> int:
+        """Completions waiting in the CQ."""
+        return (self._u32[self._cq_tail] - self._u32[self._cq_head]) & 0xFFFFFFFF
+
+    def reap_few(self, n: int) -> list[tuple[int, int, int]]:
+        """The next n completions as (user_data, res, flags) tuples; frees their slots."""
+        head, mask, base = self._u32[self._cq_head], self.cq_mask, self._cqes_off
+        out = [_CQE.unpack_from(self._rings, base + ((head + i) & mask) * 16) for i in range(n)]
+        self._u32[self._cq_head] = (head + n) & 0xFFFFFFFF
+        return out
+
     def reap(self) -> np.ndarray:
         """Every completion now in the CQ, as a copy (dtype CQE); frees their slots."""
-        head, tail = int(self._cq_head[0]), int(self._cq_tail[0])
-        n = (tail - head) % (1 << 32)
+        head = self._u32[self._cq_head]
+        n = self.ready()
         if not n:
             return self.cqes[:0].copy()
         start = head & self.cq_mask
@@ -198,7 +227,7 @@ class Ring:
             out = self.cqes[start:start + n].copy()
         else:
             out = np.concatenate((self.cqes[start:], self.cqes[:start + n - self.cq_mask - 1]))
-        self._cq_head[0] = tail
+        self._u32[self._cq_head] = (head + n) & 0xFFFFFFFF
         return out
 
     # -- registration ----------------------------------------------------------------
@@ -212,7 +241,7 @@ class Ring:
     def close(self) -> None:
         if self.fd >= 0:
             self.sqes = self.cqes = None                  # drop the views before unmapping
-            self._sq_head = self._sq_tail = self._sq_flags = self._cq_head = self._cq_tail = None
+            self._u32.release()
             for m in (self._sqe_map, self._rings):
                 try:
                     m.close()
