@@ -1,7 +1,7 @@
 """EDGE: how a data-path worker moves frames through its TUN queue, chosen at start.
 
 Two implementations with one face, `frames(wait_s)` (wait for the TUN or the wake
-eventfd, then yield FrameBatches of frames read), `write_rows(batch, rows, lengths)`,
+eventfd, drain the eventfd if it woke us, then yield FrameBatches of frames read), `write_rows(batch, rows, lengths)`,
 `write(frame)`, `close()`, and the counters `write_failures` and `name`:
 
 - ReadTunIO ("read"): poll(2), then one readv(2) per frame until EAGAIN or a full
@@ -19,6 +19,7 @@ what it needs and falls back to "read" otherwise (io_uring_setup refused, e.g.
 from __future__ import annotations
 
 import logging
+import os
 import select
 
 from userlb.config import IO_MODES
@@ -40,10 +41,13 @@ class ReadTunIO:
         self.poller = select.poll()
         self.poller.register(tun.fd, select.POLLIN)
         self.poller.register(wake_fd, select.POLLIN)
+        self.wake_fd = wake_fd
         self.write_failures = 0
 
     def frames(self, wait_s: float):
-        self.poller.poll(int(wait_s * 1000) + 1)
+        for fd, _ in self.poller.poll(int(wait_s * 1000) + 1):
+            if fd == self.wake_fd:
+                drain(fd)
         batch = self.batch
         while self.tun.read_batch(batch):
             yield batch
@@ -57,6 +61,14 @@ class ReadTunIO:
         self.write_failures += not self.tun.write(frame)
 
     def close(self) -> None:
+        pass
+
+
+def drain(eventfd: int) -> None:
+    """Reset a wake-up eventfd (only when it fired: a read per wake-up is a system call)."""
+    try:
+        os.eventfd_read(eventfd)
+    except BlockingIOError:
         pass
 
 

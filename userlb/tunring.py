@@ -10,7 +10,8 @@ where the pool wraps). write_rows() queues one WRITE per row; a row goes back to
 buffer ring once its write has completed, oldest first, so the ring keeps its order.
 With offload each row's virtio_net_hdr sits just before the row (FrameBatch
 inline_vnet): one buffer takes header and datagram in one read, one WRITE sends both.
-A multishot POLL on the worker's wake eventfd ends a wait for control calls.
+A multishot POLL on the worker's wake eventfd ends a wait for control calls (and
+drains the eventfd; the worker reads it no other time).
 
 The ring is set up with SINGLE_ISSUER | DEFER_TASKRUN: the kernel does the reads as
 task work inside our own wait, on our core, with no extra wake-ups (the spec's
@@ -31,6 +32,7 @@ import numpy as np
 
 from userlb import uring
 from userlb.frames import VNET_HDR_LEN, FrameBatch
+from userlb.tunio import drain
 
 log = logging.getLogger("userlb.tunring")
 
@@ -82,6 +84,7 @@ class UringTunIO:
         self.wake_sqe = self._sqe(uring.OP_POLL_ADD, wake_fd, WAKE_TAG,
                                   op_flags=uring.POLLIN, length=uring.POLL_ADD_MULTI).tobytes()
         self.read_armed = self.wake_armed = False
+        self.wake_fd = wake_fd
         self.next_bid = 0          # the buffer (row) the kernel fills next
         self.held = 0              # rows taken by the kernel and not yet given back
         self._pending = bytearray(rows)       # 1: the row's WRITE has not completed
@@ -173,8 +176,8 @@ class UringTunIO:
             elif user_data == READ_TAG:
                 res_r.append(res)
                 flags_r.append(flags)
-            elif user_data == WAKE_TAG and not flags & uring.CQE_F_MORE:
-                self.wake_armed = False
+            elif user_data == WAKE_TAG:
+                self._woken(flags)
         return (res_r, flags_r) if res_r else None
 
     def _completions(self, cq: np.ndarray) -> tuple | None:
@@ -187,10 +190,15 @@ class UringTunIO:
             self.n_pending -= len(rows)
             self.write_failures += int((res[writes] < 0).sum())
         wakes = user_data == WAKE_TAG
-        if wakes.any() and not (flags[wakes][-1] & uring.CQE_F_MORE):
-            self.wake_armed = False
+        if wakes.any():
+            self._woken(int(flags[wakes][-1]))
         reads = user_data == READ_TAG
         return (res[reads], flags[reads]) if reads.any() else None
+
+    def _woken(self, flags: int) -> None:
+        drain(self.wake_fd)
+        if not flags & uring.CQE_F_MORE:
+            self.wake_armed = False
 
     def _release(self) -> None:
         """Give back the oldest held rows whose writes are done (all yielded rows were

@@ -53,6 +53,7 @@ class DataPath(threading.Thread):
         self.errors = 0            # engine exceptions (each dropped one batch)
         self.batches = 0
         self.frames = 0
+        self.loop_turns = 0        # waits: with no traffic, about one per MAX_IDLE_WAIT_S
 
     @property
     def write_failures(self) -> int:
@@ -89,6 +90,7 @@ class DataPath(threading.Thread):
     def _loop(self) -> None:
         engine, lock, io = self.engine, self.lock, self.io
         while not self._stopping:
+            self.loop_turns += 1
             wait_s = MAX_IDLE_WAIT_S
             if self.primary:
                 with lock:
@@ -103,10 +105,7 @@ class DataPath(threading.Thread):
                         self._guard(engine.expire, now)
 
     def _run_calls(self) -> None:
-        try:
-            os.eventfd_read(self._wake)
-        except BlockingIOError:
-            pass
+        """Queued control calls (the I/O drains the wake eventfd when it fires)."""
         while self._calls:
             fn, fut = self._calls.popleft()
             try:

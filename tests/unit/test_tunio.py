@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import numpy as np
 import pytest
@@ -90,3 +91,34 @@ def test_window_is_a_view_of_rows():
     w.buf[0, 0] = ord("x")
     assert b.frame(1)[:1] == b"x"
     assert b.tail(1).frames() == w.frames()
+
+
+class IdleEngine:
+    def next_deadline(self) -> float:
+        return float("inf")
+
+    def expire(self, now: float) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["read", "auto"])
+def test_worker_runs_control_calls_and_stops_without_spinning(mode):
+    """A control call wakes the worker, runs between batches and reports its result; an
+    idle worker sleeps in its wait (few loop turns) instead of spinning on the eventfd."""
+    from userlb.worker import Workers
+    tun = PipeTun()
+    workers = Workers(IdleEngine(), [tun], batch_size=8, io=mode)
+    workers.start()
+    try:
+        path = workers.paths[0]
+        assert path.ready.wait(5)
+        turns = []
+        for i in range(5):
+            assert workers.call(lambda engine, now, i=i: i * 2).result(timeout=5) == i * 2
+            turns.append(path.loop_turns)
+        time.sleep(0.3)
+        assert path.loop_turns - turns[-1] <= 2        # asleep, not spinning
+    finally:
+        workers.stop()
+        tun.close()
+    assert not path.is_alive()
