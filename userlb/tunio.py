@@ -1,8 +1,9 @@
 """EDGE: how a data-path worker moves frames through its TUN queue, chosen at start.
 
-Two implementations with one face, `frames(wait_s)` (wait for the TUN or the wake
-eventfd, drain the eventfd if it woke us, then yield FrameBatches of frames read), `write_rows(batch, rows, lengths)`,
-`write(frame)`, `close()`, and the counters `write_failures` and `name`:
+Two implementations with one face: `frames(wait_s)` (wait for the TUN or the wake
+eventfd, drain the eventfd if it woke us, then yield FrameBatches of frames read),
+`write_rows(batch, rows, lengths)`, `write(frame)`, `close()`, and the attributes
+`write_failures` and `name`:
 
 - ReadTunIO ("read"): poll(2), then one readv(2) per frame until EAGAIN or a full
   batch (Tun.read_batch) and one write(2) per frame. Works everywhere.

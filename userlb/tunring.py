@@ -69,7 +69,8 @@ class UringTunIO:
         try:
             if not self.ring.supports(uring.OP_READ_MULTISHOT):
                 raise uring.UringUnavailable(0, "no IORING_OP_READ_MULTISHOT (kernel < 6.7)")
-            addrs = self.pool.buf.ctypes.data - self.hdr + snaplen * np.arange(rows, dtype=np.uint64)
+            first = self.pool.buf.ctypes.data - self.hdr      # row 0's buffer, header included
+            addrs = first + snaplen * np.arange(rows, dtype=np.uint64)
             self.bufs = uring.BufRing(self.ring, BGID, addrs, snaplen + self.hdr)
         except BaseException:
             self.ring.close()
@@ -229,7 +230,7 @@ class UringTunIO:
             self._read_ended(res_l[-1])
         start = bid = self.next_bid
         length, hdr, k = self.pool.length, self.hdr, 0
-        limit = self.pool.snaplen - hdr if hdr else self.pool.snaplen
+        limit = self.pool.snaplen - hdr
         for res, flags in zip(res_l, flags_l):
             if flags & uring.CQE_F_BUFFER:
                 if flags >> uring.CQE_BUFFER_SHIFT != bid:
@@ -288,7 +289,7 @@ class UringTunIO:
         if self.ring.fd < 0:
             return
         if self.read_armed:
-            cancel = self._sqe(14, -1, CANCEL_TAG)            # IORING_OP_ASYNC_CANCEL
+            cancel = self._sqe(uring.OP_ASYNC_CANCEL, -1, CANCEL_TAG)
             cancel["addr"] = READ_TAG
             self.ring.push(cancel)
             for _ in range(10):

@@ -46,7 +46,8 @@ ENTER_GETEVENTS, ENTER_SQ_WAKEUP, ENTER_EXT_ARG = 1, 2, 8
 # SQ ring flags
 SQ_NEED_WAKEUP = 1
 # opcodes
-OP_NOP, OP_POLL_ADD, OP_READ, OP_WRITE, OP_READ_MULTISHOT = 0, 6, 22, 23, 49
+OP_NOP, OP_POLL_ADD, OP_ASYNC_CANCEL, OP_READ, OP_WRITE = 0, 6, 14, 22, 23
+OP_READ_MULTISHOT = 49
 # SQE flags, poll flags
 IOSQE_BUFFER_SELECT = 1 << 5
 POLL_ADD_MULTI = 1
@@ -235,8 +236,8 @@ class Ring:
         """IORING_REGISTER_PROBE: is `opcode` implemented by this kernel?"""
         probe = bytearray(16 + 8 * 256)
         _call(SYS_REGISTER, self.fd, REGISTER_PROBE, _addr(probe), 256)
-        last_op = probe[0]
-        return opcode <= last_op and bool(struct.unpack_from("=H", probe, 16 + 8 * opcode + 2)[0] & 1)
+        flags = struct.unpack_from("=H", probe, 16 + 8 * opcode + 2)[0]   # ops[opcode].flags
+        return opcode <= probe[0] and bool(flags & 1)                    # IO_URING_OP_SUPPORTED
 
     def close(self) -> None:
         if self.fd >= 0:
