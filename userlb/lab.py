@@ -280,6 +280,20 @@ class Lab:
         sock.bind((client_ip(client), port))
         return sock
 
+    def udp_echo(self, count: int = 5, timeout_s: float = 3.0) -> list[tuple]:
+        """`count` datagrams b"hello i" to VIP:ECHO_PORT from the client, one at a time;
+        each reply as (peer, server name, echoed payload). A lost one raises TimeoutError."""
+        sock = self.client_socket(socket.SOCK_DGRAM)
+        sock.settimeout(timeout_s)
+        replies = []
+        with sock:
+            for i in range(count):
+                sock.sendto(b"hello %d" % i, (VIP, ECHO_PORT))
+                data, peer = sock.recvfrom(2048)
+                name, _, echoed = data.partition(b":")
+                replies.append((peer, name, echoed))
+        return replies
+
     def http_get(self, path: str = "/", timeout_s: float = 5.0, client: int = 0,
                  port: int = 0, host: str = VIP, vport: int = 80) -> tuple[int, dict, bytes]:
         """One HTTP/1.0 GET through the VIP from the client namespace: (status, headers, body)."""

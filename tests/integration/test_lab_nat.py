@@ -50,15 +50,9 @@ def test_client_learns_vip_from_router_by_arp(lab):
 
 
 def test_udp_through_vip_both_ways(lab):
-    sock = lab.client_socket(socket.SOCK_DGRAM)
-    sock.settimeout(3)
-    with sock:
-        for i in range(5):
-            sock.sendto(b"hello %d" % i, (VIP, ECHO_PORT))
-            data, peer = sock.recvfrom(2048)
-            assert peer == (VIP, ECHO_PORT)                # SNAT back to the VIP
-            name, _, echoed = data.partition(b":")
-            assert echoed == b"hello %d" % i and name in (b"rs1", b"rs2", b"rs3")
+    for i, (peer, name, echoed) in enumerate(lab.udp_echo(5)):
+        assert peer == (VIP, ECHO_PORT)                    # SNAT back to the VIP
+        assert echoed == b"hello %d" % i and name in (b"rs1", b"rs2", b"rs3")
 
 
 def test_icmp_port_unreachable_from_real_server_reaches_client(lab):
