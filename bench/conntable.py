@@ -9,6 +9,11 @@ same ids; the first call of every comparison is checked for that. Also reports
 ConnTable.nbytes per connection at 1,000,000 entries (target <= 128 bytes) and,
 for scale, what the dict table takes per connection (tracemalloc).
 
+Also times the scalar lookups the per-packet fast path uses ("lookup_in/one",
+"lookup_out/one": one lookup_in_one call per packet against one dict.get), and fits
+lookup_in's cost as a fixed part per call plus a part per row (from batches of
+FIT_ROWS), which shows how far numpy's per-call overhead leaves the 10x target.
+
 What it does not do: time key parsing. The baseline gets its keys as ready-made
 tuples (the cheapest form for a dict), the candidate as ready-made columns
 (what parse_ipv4 gives the engine). One extra row, "lookup_in/cols", charges the
@@ -34,7 +39,14 @@ from userlb.conntable import ConnTable
 ENTRIES = {"full": 1_000_000, "smoke": 20_000}
 BATCHES = {"full": (1, 16, 256, 4096), "smoke": (1, 256)}
 REPEAT = {"full": 30, "smoke": 3}
-OPS = ("lookup_in", "lookup_in/cols", "lookup_out", "insert", "expire")
+OPS = ("lookup_in", "lookup_in/cols", "lookup_out", "lookup_in/one", "lookup_out/one", "insert",
+       "expire")
+FIT_ROWS = (32, 2048)     # batch sizes of the fixed + per-row cost fit
+# numpy calls in ConnTable._lookup for a batch found in its home buckets: five copies
+# into the query words, six for the hash (multiply, xor, multiply, shift, xor,
+# multiply), shift to the bucket, take tags, equal, argmax, shift, add,
+# take slots, take keys, equal, count_nonzero.
+LOOKUP_NUMPY_CALLS = 21
 MEMORY_ENTRIES = 1_000_000
 TARGET_BATCH = 256
 TARGETS = {"bytes_per_conn_max": 128.0, "lookup_ratio_min": 10.0}
@@ -149,12 +161,17 @@ class Fixture:
                    for _ in range(rounds)]
         cols = [[q[n] for n in names] for q in queries]
         keys = [tuples(q, names) for q in queries]
-        index = self.dt.by_out if op == "lookup_out" else self.dt.by_in
-        method = self.table.lookup_out if op == "lookup_out" else self.table.lookup_in
+        out = op.startswith("lookup_out")
+        index = self.dt.by_out if out else self.dt.by_in
+        method = self.table.lookup_out if out else self.table.lookup_in
+        one = self.table.lookup_out_one if out else self.table.lookup_in_one
         lookup = self.dt.lookup
 
         def cand():
             return [method(*c) for c in cols]
+
+        def cand_one():
+            return [[one(*k) for k in ks] for ks in keys]
 
         def base():
             return [lookup(index, k) for k in keys]
@@ -166,7 +183,8 @@ class Fixture:
         def check(a, b):
             _same(np.concatenate(a), np.concatenate([np.asarray(x, np.int64) for x in b]), op)
 
-        return compare(cand, base_from_columns if op == "lookup_in/cols" else base,
+        return compare(cand_one if op.endswith("/one") else cand,
+                       base_from_columns if op == "lookup_in/cols" else base,
                        ops=rounds * batch, units="packet", check=check, **kw)
 
     def insert(self, batch: int, **kw):
@@ -234,6 +252,23 @@ class Fixture:
         return result
 
 
+def cost_model(fx: Fixture, max_seconds: float) -> dict:
+    """lookup_in's time per call as fixed + per_row x rows, fitted from two batch sizes
+    (both on the numpy path), next to the dict's time per row; and what the fixed part
+    may be for lookup_in to be 10x the dict at TARGET_BATCH."""
+    runs = [fx.lookup("lookup_in", b, repeat=REPEAT["full"], max_seconds=max_seconds / 2,
+                      name="fit", params={"batch": b}) for b in FIT_ROWS]
+    (b1, b2), (c1, c2) = FIT_ROWS, [r.candidate.best_s * b for r, b in zip(runs, FIT_ROWS)]
+    per_row = (c2 - c1) / (b2 - b1)
+    fixed = c1 - per_row * b1
+    dict_row = min(r.baseline.best_s for r in runs)
+    budget = TARGET_BATCH * dict_row / TARGETS["lookup_ratio_min"]
+    return {"fixed_us": fixed * 1e6, "per_row_ns": per_row * 1e9, "dict_row_ns": dict_row * 1e9,
+            "numpy_calls": LOOKUP_NUMPY_CALLS, "us_per_numpy_call": fixed * 1e6 / LOOKUP_NUMPY_CALLS,
+            "target_budget_us": budget * 1e6,
+            "target_fixed_max_us": (budget - TARGET_BATCH * per_row) * 1e6}
+
+
 def memory(entries: int, dict_entries: int, rng: np.random.Generator) -> dict:
     """ConnTable.nbytes per connection when full at `entries`; DictTable's, by tracemalloc
     (everything it keeps alive: dicts, tuples, the int and float objects, lists)."""
@@ -262,7 +297,7 @@ def run(mode: str = "full", max_seconds: float = 170.0, out_dir: Path | None = N
     rng = np.random.default_rng(seed)
     batches = BATCHES[mode]
     cases = [(op, b) for op in OPS for b in batches]
-    progress = Progress("conntable", len(cases) + 1)
+    progress = Progress("conntable", len(cases) + 2)
     fx = Fixture(ENTRIES[mode], max(max(batches), ROUND_OPS), rng)
     progress.note(f"filled both tables with {ENTRIES[mode]:,} connections")
     budget = Budget(max_seconds * 0.85)                    # leave room for the memory figure
@@ -277,6 +312,9 @@ def run(mode: str = "full", max_seconds: float = 170.0, out_dir: Path | None = N
         results.append(c)
         progress.step(f"{op:<14} batch={b:<5} ratio {c.ratio:7.2f}x "
                       f"({c.candidate.best_s * 1e9:,.0f} vs {c.baseline.best_s * 1e9:,.0f} ns/{c.units})")
+    model = cost_model(fx, budget.share(1))
+    progress.step(f"lookup_in: {model['fixed_us']:.1f} us per call + {model['per_row_ns']:.1f} "
+                  f"ns per row; dict {model['dict_row_ns']:.1f} ns per row")
     del fx
     entries = MEMORY_ENTRIES if mode == "full" else ENTRIES[mode]
     mem = memory(entries, min(entries, 100_000), rng)
@@ -285,7 +323,7 @@ def run(mode: str = "full", max_seconds: float = 170.0, out_dir: Path | None = N
                "target_batch": TARGET_BATCH, "ops": list(OPS), "batches": list(batches),
                "checks": {"configurations": len(results),
                           "passed": sum(c.checked for c in results)},
-               "results": [c.to_dict() for c in results], "memory": mem,
+               "results": [c.to_dict() for c in results], "memory": mem, "cost_model": model,
                "summary": summarise(results, mem)}
     print(render(payload))
     if out_dir is not None:
@@ -317,7 +355,7 @@ def render(payload: dict) -> str:
     rate_rows = [[r["name"], r["batch"], r["candidate"]["best_s_per_op"] * 1e9,
                   r["baseline"]["best_s_per_op"] * 1e9, r["ratio"], r["ratio_median"]]
                  for r in payload["results"]]
-    s, m = payload["summary"], payload["memory"]
+    s, m, cm = payload["summary"], payload["memory"], payload["cost_model"]
     yes = {True: "yes", False: "NO", None: "-"}
     return (f"\nconntable: ConnTable batch / dict baseline (x faster per row, best of samples;"
             f" {payload['results'][0]['entries']:,} live entries)\n"
@@ -327,7 +365,12 @@ def render(payload: dict) -> str:
             f"(target <= {TARGETS['bytes_per_conn_max']:.0f}: {yes[s['memory_meets_target']]}); "
             f"dict baseline {m['dict_bytes_per_conn']:.0f} bytes/conn\n"
             f"lookups at batch {payload['target_batch']}: worst {s['lookup_ratio_min']:.3g}x "
-            f"(target >= {TARGETS['lookup_ratio_min']:.0f}x: {yes[s['lookup_meets_target']]})\n")
+            f"(target >= {TARGETS['lookup_ratio_min']:.0f}x: {yes[s['lookup_meets_target']]})\n"
+            f"lookup_in cost: {cm['fixed_us']:.1f} us per call ({cm['numpy_calls']} numpy calls, "
+            f"{cm['us_per_numpy_call']:.2f} us each) + {cm['per_row_ns']:.1f} ns per row; "
+            f"dict {cm['dict_row_ns']:.1f} ns per row. {TARGETS['lookup_ratio_min']:.0f}x at batch "
+            f"{payload['target_batch']} allows {cm['target_budget_us']:.1f} us per call, so at most "
+            f"{max(cm['target_fixed_max_us'], 0.0):.1f} us fixed\n")
 
 
 def _series(results) -> dict:

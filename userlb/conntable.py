@@ -5,8 +5,8 @@ array per field, indexed by entry id) and finds them a batch at a time by their
 IN key (proto, caddr, cport, vaddr, vport), as ``ip_vs_conn_in_get`` does for
 client→VIP packets, or by their OUT key (proto, daddr, dport, caddr, cport), as
 ``ip_vs_conn_out_get`` does for NAT replies from a real server
-(spec/ipvs.md §3.1-§3.2). It inserts and removes batches, lists expired entries,
-and picks eviction victims.
+(spec/ipvs.md §3.1-§3.2), or one key at a time for the per-packet fast path. It
+inserts and removes batches, lists expired entries, and picks eviction victims.
 
 What it does not do: it never decides. It runs no state machine (tcpstate.py),
 moves no active/inactive counters and removes nothing on its own: the engine
@@ -15,34 +15,45 @@ may write the value columns (``state``, ``flags``, ``expires``, ``dest``,
 ``in_pkts``) of live entries in place; the key columns must not change while an
 entry is live, since the indexes hash them.
 
-Design.
+Design. A batch lookup costs a fixed number of numpy calls (0.3-2 µs each on
+small arrays) plus a little per row, so the layout is chosen to make that number
+small: 21 calls for a batch whose keys are all found in their home bucket, and
+batches of up to 6 keys go key by key through the scalar probe instead.
+- Keys are packed into two 64-bit words: A = caddr | cport << 32 | proto << 48
+  (the client side, in both keys) and B = vaddr | vport << 32 (IN) or daddr |
+  dport << 32 (OUT). Each word's top byte is 0x40, so read as a float64 it is a
+  normal number: a pair of words read as one complex128 compares equal exactly
+  when both words are equal, so one gather and one compare match a whole key.
+  Each entry keeps its IN pair [B, A] and OUT pair [A, B]; a batch of query keys
+  is packed with five copies into preallocated words (``_Scratch``, one per size).
+- The hash is x = (A ^ B k0) k1; x ^= x >> 32; x k2 (mod 2^64), with random odd
+  multipliers per index and per table, as the kernel seeds jhash with random bytes
+  (ip_vs_conn_init): six numpy calls per batch. Its top bits pick the home bucket,
+  bits 32-47 the key's 16-bit tag. Plain multiply-shift of A ^ B (two calls) spreads
+  most structured key sets perfectly, but for some multipliers it piles lattices of
+  keys (16 clients x 62,500 ports; a /22 of templates x 1,000 VIPs) into a few
+  buckets, and A ^ B itself collides where fields overlap; B k0 and the second
+  round make every tried key set spread like random keys, for every seed tried.
+- Each index is 2^k >= 2 x capacity slots (entry id or EMPTY) in buckets of 16, with
+  a uint16 tag per slot. A lookup gathers the home bucket's 16 tags, takes the first
+  slot whose tag matches (argmax) and compares that entry's key: one pass settles
+  every key found in its home bucket (all but about 1 in 2,000 at 1/2 load, against
+  about 1 in 5 for a single home slot). The rest (misses, the rare key placed in a
+  later bucket, a false tag match in front) take the full probe: every tag match
+  of the bucket in slot order, then the next bucket while ``overflow`` says an entry
+  homed earlier was placed past it. The first slot in that order whose entry has
+  the key is the answer, for the batch and the scalar path alike (OUT keys may
+  repeat: both return the same entry). Up to 6 such rows go key by key.
+- ``overflow[b]`` counts live entries placed past bucket b (cf. F14's overflow
+  counts): insert raises it for each full bucket an entry passes, remove lowers
+  it again, so removal is one scatter of EMPTY: no tombstones, no rebuilds.
+- Inserts claim slots in rounds: the keys that want one bucket take its free slots
+  in batch order (ranks from a stable sort); those left over move one bucket on.
 - Entry ids come from a free-id stack, so which id an entry gets depends only on
   the order of inserts and removes (smallest freed id first), never on hashing.
-- Each index is an int32 array of 2^k >= 2 x capacity slots holding an entry id,
-  EMPTY or TOMB, probed linearly. The hash is a keyed splitmix64 mix of the key
-  packed into two 64-bit words, with a random seed per table, as the kernel seeds
-  jhash with random bytes (ip_vs_conn_init) so clients cannot choose collisions.
-- Each key is packed once into two 64-bit words (``key_words``); they give the
-  hash, and a copy per entry (``_in_words``/``_out_words``) makes the exact key
-  compare one gather. Each index slot also keeps a tag, the top byte of its
-  entry's hash. Lookups read a window of 8 slots per key at once and compare
-  words only where the tag matches, about once per key; a key stops at a match
-  or an EMPTY slot, and after ``max_probe + 1`` slots at most, where
-  ``max_probe`` is the longest displacement placed since the last rebuild.
-- Inserts claim slots in rounds: every pending key looks at its next slot, and
-  each free slot (EMPTY or TOMB) goes to the first key in batch order that wants
-  it (np.unique return_index).
-- Deletion writes TOMB into both indexes, found through each entry's stored
-  ``in_slot``/``out_slot``: one scatter per batch, however many entries expire
-  at once. Backward-shift deletion would keep probe chains short with no
-  rebuilds, but it moves entries one cluster at a time, a sequential loop that
-  does not vectorise. Tombstones are reused by inserts; when used + tombstone
-  slots would pass 3/4 of an index, that index is rebuilt from the live entries
-  with the same batch placement. A rebuild follows at least capacity/2 removals,
-  so its O(capacity) cost is amortised O(1) per connection.
-- Memory per entry: 43 bytes of columns + 8 (slot positions) + 4 (free stack) +
-  32 (key words) + 2 x 5 x (slots / capacity) for the indexes and their tags:
-  about 108 bytes at 1,000,000.
+- Memory per entry: 43 bytes of columns + 8 (slot positions) + 4 (free stack) + 32
+  (key words) + 2 x 6 x (slots / capacity) for the slots and tags + 2 x 4 / 16 x
+  (slots / capacity) for the overflow counts: about 113 bytes at 1,000,000.
 """
 
 from __future__ import annotations
@@ -58,201 +69,17 @@ CONN_F_INACTIVE = 0x0100
 CONN_F_TEMPLATE = 0x1000
 
 EMPTY = -1
-TOMB = -2
-_FILL_NUM, _FILL_DEN = 3, 4  # rebuild an index before its used + TOMB slots pass 3/4
 
-_U32 = np.uint64(32)
-_U16 = np.uint64(16)
-# splitmix64 finaliser (Steele, Lea, Flood, "Fast splittable PRNGs", OOPSLA 2014).
-_S1, _S2, _S3 = np.uint64(30), np.uint64(27), np.uint64(31)
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
-def _mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    x = x ^ (x >> _S1)
-    x = x * _M1
-    x = x ^ (x >> _S2)
-    x = x * _M2
-    return x ^ (x >> _S3)
-
-
-def key_hash(addr_a: ArrayLike, addr_b: ArrayLike, proto: ArrayLike, port_a: ArrayLike,
-             port_b: ArrayLike, seed: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """Keyed 64-bit hash of (two addresses, protocol, two ports), vectorised."""
-    hi = (np.asarray(addr_a, np.uint64) << _U32) | np.asarray(addr_b, np.uint64)
-    lo = ((np.asarray(proto, np.uint64) << _U32) | (np.asarray(port_a, np.uint64) << _U16)
-          | np.asarray(port_b, np.uint64))
-    return _mix64(_mix64(hi ^ seed[0]) ^ lo ^ seed[1])
-
-
-# The table's own path: each key packed once into two words, [hi, lo] as key_hash
-# forms them. The words give the hash and, stored per entry, the exact key match:
-# one gather and two compares per candidate instead of five columns.
-_LITTLE_ENDIAN = sys.byteorder == "little"
-
-
-def key_words(addr_a: NDArray, addr_b: NDArray, proto: NDArray, port_a: NDArray,
-              port_b: NDArray) -> NDArray[np.uint64]:
-    """(n, 2) uint64: addr_a << 32 | addr_b, proto << 32 | port_a << 16 | port_b.
-
-    1-d inputs of one length; proto as uint8, the others cast as the columns do
-    (assignment wraps to 32 and 16 bits). Five strided copies on little-endian hosts.
-    """
-    n = len(addr_a)
-    if not _LITTLE_ENDIAN:
-        words = np.empty((n, 2), np.uint64)
-        words[:, 0] = (np.asarray(addr_a).astype(np.uint32).astype(np.uint64) << _U32) | \
-            np.asarray(addr_b).astype(np.uint32)
-        words[:, 1] = ((np.asarray(proto).astype(np.uint64) << _U32)
-                       | (np.asarray(port_a).astype(np.uint16).astype(np.uint64) << _U16)
-                       | np.asarray(port_b).astype(np.uint16))
-        return words
-    words = np.zeros((n, 2), np.uint64)
-    half = words.view(np.uint32)          # (n, 4): the words' 32-bit halves, low first
-    half[:, 0] = addr_b
-    half[:, 1] = addr_a
-    quarter = words.view(np.uint16)       # (n, 8): their 16-bit quarters, low first
-    quarter[:, 4] = port_b
-    quarter[:, 5] = port_a
-    quarter[:, 6] = proto
-    return words
-
-
-def _mix64_inplace(x: NDArray[np.uint64], tmp: NDArray[np.uint64]) -> None:
-    """_mix64 without temporaries (tmp: scratch of x's shape)."""
-    np.right_shift(x, _S1, out=tmp)
-    x ^= tmp
-    x *= _M1
-    np.right_shift(x, _S2, out=tmp)
-    x ^= tmp
-    x *= _M2
-    np.right_shift(x, _S3, out=tmp)
-    x ^= tmp
-
-
-def key_hash_words(words: NDArray[np.uint64], seed: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """key_hash of key_words rows (the same values)."""
-    x = words[:, 0] ^ seed[0]
-    tmp = np.empty_like(x)
-    _mix64_inplace(x, tmp)
-    x ^= words[:, 1]
-    x ^= seed[1]
-    _mix64_inplace(x, tmp)
-    return x
-
-
+BUCKET = 16                      # slots per bucket
+_BUCKET_BITS = 4
+_MIN_SLOTS = 2 * BUCKET          # at least two buckets, so the bucket shift stays < 64
+_MARK = 0x40 << 56               # top byte of every key word: a normal float64 exponent
 _MASK64 = (1 << 64) - 1
-_M1_INT, _M2_INT = int(_M1), int(_M2)
-
-
-def _mix64_one(x: int) -> int:
-    """_mix64 on one Python int (products reduced mod 2**64, as uint64 arithmetic wraps)."""
-    x ^= x >> 30
-    x = (x * _M1_INT) & _MASK64
-    x ^= x >> 27
-    x = (x * _M2_INT) & _MASK64
-    return x ^ (x >> 31)
-
-
-def key_hash_one(addr_a: int, addr_b: int, proto: int, port_a: int, port_b: int,
-                 seed: tuple[int, int]) -> int:
-    """key_hash for one key in Python ints: the same 64-bit value (for per-packet paths)."""
-    hi = (addr_a << 32) | addr_b
-    lo = (proto << 32) | (port_a << 16) | port_b
-    return _mix64_one(_mix64_one(hi ^ seed[0]) ^ lo ^ seed[1])
-
-
-class _Index:
-    """One open-addressing index: slot → entry id, EMPTY or TOMB; linear probing."""
-
-    def __init__(self, nslots: int) -> None:
-        self.slots = np.full(nslots, EMPTY, dtype=np.int32)
-        self.tags = np.zeros(nslots, dtype=np.uint8)   # top hash byte of the slot's entry
-        self.mask = nslots - 1
-        self.filled = 0      # slots that are not EMPTY (live ids + TOMB)
-        self.max_probe = 0   # longest displacement placed since the last clear
-
-    def clear(self) -> None:
-        self.slots.fill(EMPTY)
-        self.filled = 0
-        self.max_probe = 0
-
-    def find(self, home: NDArray[np.int64], tag: NDArray[np.uint8], words: NDArray[np.uint64],
-             entry_words: NDArray[np.uint64], unique: bool = False) -> NDArray[np.int32]:
-        """Id per key (-1 = none): the first slot from home whose entry has the key's words
-        (entry_words[id] == words[i]), unless an EMPTY slot comes first; a TOMB does not
-        end a chain; at most max_probe + 1 slots.
-
-        Slots are read _WINDOW at a time, so one round settles almost every key (99% sit
-        within 6 slots of home at the table's fill), where a slot per round took as many
-        rounds as the longest chain in the batch. Only slots whose tag matches are
-        checked against the entries' words, about one per key. A live entry never sits
-        past an EMPTY slot of its own chain (it would have been placed there, and only
-        clear() makes slots EMPTY again), so the nearest match is the answer and EMPTY
-        only tells a miss from a chain that goes on. ``unique``: no two live entries share
-        a key (the IN index), so as many matches as keys means every key is found.
-        """
-        out = np.full(len(home), -1, dtype=np.int32)
-        span = self.max_probe + 1
-        width = min(_WINDOW, span)
-        rows, start, done = None, home, 0
-        while True:
-            m = len(start)
-            window = (_OFFSETS[:width, None] + start) & self.mask      # (width, m)
-            ids = self.slots.take(window)
-            same = self.tags.take(window) == tag
-            same &= ids >= 0
-            at = same.ravel().nonzero()[0]                   # offset-major: nearest first
-            cand = ids.ravel().take(at)
-            r = at % m
-            want = words.take(r if rows is None else rows[r], axis=0)
-            got = entry_words.take(cand, axis=0)
-            hit = got[:, 0] == want[:, 0]
-            hit &= got[:, 1] == want[:, 1]
-            r, cand = r[hit][::-1], cand[hit][::-1]          # last write wins: nearest match
-            out[r if rows is None else rows[r]] = cand
-            done += width
-            if done >= span or (unique and len(r) == m):
-                return out
-            more = (ids != EMPTY).all(axis=0)                # no EMPTY yet: the chain goes on
-            more[r] = False
-            more = more.nonzero()[0]
-            if not len(more):
-                return out
-            rows = more if rows is None else rows[more]
-            start, tag = start[more] + width, tag[more]
-            width = min(width, span - done)
-
-    def place(self, home: NDArray[np.int64], tag: NDArray[np.uint8],
-              ids: NDArray[np.int32]) -> NDArray[np.int64]:
-        """Put ids (with their tags) in their first free slot from home; returns the slots."""
-        where = np.empty(ids.size, dtype=np.int64)
-        rows = np.arange(ids.size)
-        slot = home
-        probe = 0
-        while rows.size:
-            current = self.slots[slot]
-            free = np.flatnonzero(current < 0)
-            if free.size:
-                _, first = np.unique(slot[free], return_index=True)
-                won = free[first]  # each free slot goes to the first key that wants it
-                self.filled += int(np.count_nonzero(current[won] == EMPTY))
-                self.slots[slot[won]] = ids[rows[won]]
-                self.tags[slot[won]] = tag[rows[won]]
-                where[rows[won]] = slot[won]
-                self.max_probe = max(self.max_probe, probe)
-                keep = np.ones(rows.size, dtype=bool)
-                keep[won] = False
-                rows, slot = rows[keep], slot[keep]
-            slot = (slot + 1) & self.mask
-            probe += 1
-        return where
-
-
-_WINDOW = 8  # index slots a lookup reads per key at once
-_OFFSETS = np.arange(_WINDOW, dtype=np.int64)
-_TAG_SHIFT = np.uint64(56)
-
+_LITTLE_ENDIAN = sys.byteorder == "little"
+_BYTEORDER = sys.byteorder
+_SCALAR_ROWS = 6                 # batches up to this many rows, and leftovers, go per key
+_SCRATCH_ROWS = 4096              # batch sizes up to this keep their scratch buffers
+_SCRATCH_SIZES = 32              # ... for this many distinct sizes at most (~15 MB)
 
 # Entry columns: name → dtype (spec/ipvs.md §3.1; struct ip_vs_conn).
 COLUMNS: dict[str, type] = {
@@ -263,6 +90,184 @@ COLUMNS: dict[str, type] = {
 }
 _IN_KEY = ("proto", "caddr", "cport", "vaddr", "vport")
 _OUT_KEY = ("proto", "daddr", "dport", "caddr", "cport")
+_B_IN, _A, _B_OUT = 0, 1, 2      # columns of the per-entry and per-query word rows
+
+
+def key_words(proto: ArrayLike, addr_a: ArrayLike, port_a: ArrayLike, addr_b: ArrayLike,
+              port_b: ArrayLike) -> NDArray[np.uint64]:
+    """(n, 2) uint64 words [A, B] of keys: A = addr_a | port_a << 32 | proto << 48,
+    B = addr_b | port_b << 32, each with the 0x40 top byte (fields wrap to 8/32/16 bits)."""
+    mark = np.uint64(_MARK)
+    a = (_u64(addr_a, np.uint32) | (_u64(port_a, np.uint16) << np.uint64(32))
+         | (_u64(proto, np.uint8) << np.uint64(48)) | mark)
+    b = _u64(addr_b, np.uint32) | (_u64(port_b, np.uint16) << np.uint64(32)) | mark
+    return np.stack(np.broadcast_arrays(a, b), axis=-1).reshape(-1, 2)
+
+
+def _u64(x: ArrayLike, dtype) -> NDArray[np.uint64]:
+    return np.asarray(x).astype(dtype).astype(np.uint64)
+
+
+def key_hash_words(a: NDArray[np.uint64], b: NDArray[np.uint64],
+                   mults: tuple[int, int, int]) -> NDArray[np.uint64]:
+    """The keyed hash of word columns A and B, vectorised (arithmetic mod 2^64):
+    x = (A ^ B k0) k1; x ^= x >> 32; x k2."""
+    k0, k1, k2 = (np.uint64(k) for k in mults)
+    x = (a ^ (b * k0)) * k1
+    return (x ^ (x >> np.uint64(32))) * k2
+
+
+def key_hash_one(a: int, b: int, mults: tuple[int, int, int]) -> int:
+    """key_hash_words for one key in Python ints: the same 64-bit value."""
+    k0, k1, k2 = mults
+    x = ((a ^ ((b * k0) & _MASK64)) * k1) & _MASK64
+    return ((x ^ (x >> 32)) * k2) & _MASK64
+
+
+class _Index:
+    """One index: slots of entry ids in buckets of BUCKET, a tag per slot, overflow counts."""
+
+    def __init__(self, nslots: int, mults: tuple[int, int, int]) -> None:
+        self.nbuckets = nslots // BUCKET
+        self.bmask = self.nbuckets - 1
+        self.shift = 64 - (self.nbuckets.bit_length() - 1)   # top bits → bucket
+        self.slots = np.full(nslots, EMPTY, dtype=np.int32)
+        self._tagbuf = bytearray(2 * nslots)                   # the scalar path searches it
+        self.tags = np.frombuffer(self._tagbuf, dtype=np.uint16)
+        self.overflow = np.zeros(self.nbuckets, dtype=np.int32)
+        self.slots2d = self.slots.reshape(self.nbuckets, BUCKET)
+        self.tags2d = self.tags.reshape(self.nbuckets, BUCKET)
+        self.shift0 = np.array(self.shift, dtype=np.uint64)   # 0-d: ufuncs take it fastest
+        self.set_mults(mults)
+
+    def set_mults(self, mults: tuple[int, int, int]) -> None:
+        """The hash's three multipliers (odd; tests zero them to put every key in bucket 0
+        with tag 0). Only while the index is empty."""
+        self.mults = tuple(int(k) for k in mults)
+        self.mults0 = tuple(np.array(k, dtype=np.uint64) for k in self.mults)
+
+    @property
+    def nbytes(self) -> int:
+        return self.slots.nbytes + self.tags.nbytes + self.overflow.nbytes
+
+    def home(self, a: NDArray[np.uint64], b: NDArray[np.uint64]) -> tuple[NDArray, NDArray]:
+        """(home bucket as int64, tag as uint16) per key of word columns A and B."""
+        h = key_hash_words(a, b, self.mults)
+        tag = (h >> np.uint64(32)).astype(np.uint16)
+        return (h >> np.uint64(self.shift)).astype(np.int64), tag
+
+    def find(self, bucket: NDArray[np.int64], tag: NDArray[np.uint16],
+             key: NDArray[np.complex128], entry_key: NDArray[np.complex128]) -> NDArray[np.int32]:
+        """Full probe: id per key (-1 = none), the first slot in probe order whose entry
+        has the key. Probe order: the home bucket's slots in order, then the next bucket
+        while ``overflow`` of the one just searched is not zero (at most every bucket)."""
+        out = np.full(len(bucket), -1, dtype=np.int32)
+        rows = np.arange(len(bucket))
+        for _ in range(self.nbuckets):
+            ids = self.slots2d[bucket]                              # (m, BUCKET)
+            r, c = np.nonzero((self.tags2d[bucket] == tag[:, None]) & (ids >= 0))
+            cand = ids[r, c]
+            ok = entry_key[cand] == key[rows[r]]
+            r, cand = r[ok], cand[ok]
+            first = np.unique(r, return_index=True)[1]              # row-major: lowest slot
+            out[rows[r[first]]] = cand[first]
+            more = self.overflow[bucket] > 0
+            more[r] = False
+            if not more.any():
+                break
+            rows, bucket, tag = rows[more], (bucket[more] + 1) & self.bmask, tag[more]
+        return out
+
+    def place(self, bucket: NDArray[np.int64], tag: NDArray[np.uint16],
+              ids: NDArray[np.int32]) -> NDArray[np.int64]:
+        """Put ids (with their tags) in the first bucket from home with a free slot, in
+        batch order; count every full bucket passed in ``overflow``. Returns the slots."""
+        where = np.empty(ids.size, dtype=np.int64)
+        rows = np.arange(ids.size)
+        while rows.size:
+            free = self.slots2d[bucket] == EMPTY
+            if rows.size > 1:
+                order = np.argsort(bucket, kind="stable")
+                rows, bucket, tag, free = rows[order], bucket[order], tag[order], free[order]
+                k = np.arange(rows.size)
+                start = np.ones(rows.size, dtype=bool)
+                np.not_equal(bucket[1:], bucket[:-1], out=start[1:])
+                rank = k - np.maximum.accumulate(np.where(start, k, 0))  # place in its bucket's queue
+            else:
+                rank = np.zeros(1, dtype=np.int64)
+            # the (rank+1)-th free slot of the bucket, if there is one
+            pos = np.count_nonzero(np.cumsum(free, axis=1) <= rank[:, None], axis=1)
+            slot = (bucket << _BUCKET_BITS) + pos
+            fits = pos < BUCKET
+            if fits.all():
+                self.slots[slot] = ids[rows]
+                self.tags[slot] = tag
+                where[rows] = slot
+                break
+            put = slot[fits]
+            self.slots[put] = ids[rows[fits]]
+            self.tags[put] = tag[fits]
+            where[rows[fits]] = put
+            passed = bucket[~fits]
+            np.add.at(self.overflow, passed, 1)
+            rows, bucket, tag = rows[~fits], (passed + 1) & self.bmask, tag[~fits]
+        return where
+
+    def unplace(self, slot: NDArray[np.int64], home: NDArray[np.int64]) -> None:
+        """Empty these slots, and take their entries out of the overflow counts they raised."""
+        self.slots[slot] = EMPTY
+        self.tags[slot] = 0
+        passed = ((slot >> _BUCKET_BITS) - home) & self.bmask      # full buckets passed
+        far = passed > 0
+        if far.any():
+            home, passed = home[far], passed[far]
+            for step in range(int(passed.max())):
+                np.subtract.at(self.overflow, (home[passed > step] + step) & self.bmask, 1)
+
+
+class _Scratch:
+    """Preallocated query words for one batch size and views of their fields, so that
+    packing a batch of keys is five plain copies. Rows are [B_in, A, B_out] as the
+    entries' words; the top bytes hold the 0x40 mark and are never written. A table is
+    used by one thread at a time (the engine's loop), so one set per size is enough."""
+
+    def __init__(self, n: int) -> None:
+        w = np.zeros((n, 3), dtype=np.uint64)
+        for col in range(3):
+            _field(w, col, 56, np.uint8)[...] = 0x40
+        self.words = w
+        self.a_addr, self.a_port = _field(w, _A, 0, np.uint32), _field(w, _A, 32, np.uint16)
+        self.proto = _field(w, _A, 48, np.uint8)
+        self.b_addr = (_field(w, _B_IN, 0, np.uint32), _field(w, _B_OUT, 0, np.uint32))
+        self.b_port = (_field(w, _B_IN, 32, np.uint16), _field(w, _B_OUT, 32, np.uint16))
+        self.a, self.b = w[:, _A], (w[:, _B_IN], w[:, _B_OUT])
+        self.key = (_complex_view(w, _B_IN), _complex_view(w, _A))   # IN, OUT
+        self.h = np.empty(n, dtype=np.uint64)
+        self.tag = _field(self.h.reshape(n, 1), 0, 32, np.uint16)[:, None]  # bits 32-47
+        self.slot = np.empty(n, dtype=np.int64)
+        self.slot_u = self.slot.view(np.uint64)
+        self.tags = np.empty((n, BUCKET), dtype=np.uint16)
+        self.match = np.empty((n, BUCKET), dtype=bool)
+        self.first = np.empty(n, dtype=np.int64)
+        self.got = np.empty(n, dtype=np.complex128)
+        self.hit = np.empty(n, dtype=bool)
+
+
+def _field(words: NDArray[np.uint64], col: int, bit: int, dtype) -> NDArray:
+    """View of the field at bits [bit, bit + width) of column col of a 2-d uint64 array."""
+    size = np.dtype(dtype).itemsize
+    byte = bit // 8 if _LITTLE_ENDIAN else 8 - size - bit // 8
+    return words.view(dtype)[:, (8 * col + byte) // size]
+
+
+def _complex_view(words: NDArray[np.uint64], col: int) -> NDArray[np.complex128]:
+    """Columns col, col + 1 of an (n, 3) uint64 array as n complex128 (no copy)."""
+    return np.ndarray(shape=(words.shape[0],), dtype=np.complex128, buffer=words,
+                      offset=8 * col, strides=(words.strides[0],))
+
+
+_FOUR = np.array(_BUCKET_BITS, dtype=np.int64)
+_32 = np.array(32, dtype=np.uint64)
 
 
 class ConnTable:
@@ -273,24 +278,27 @@ class ConnTable:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = int(capacity)
-        nslots = max(8, 1 << (2 * self.capacity - 1).bit_length())  # power of two >= 2 x capacity
+        nslots = max(_MIN_SLOTS, 1 << (2 * self.capacity - 1).bit_length())  # 2^k >= 2 x capacity
         for name, dtype in COLUMNS.items():
             setattr(self, name, np.zeros(self.capacity, dtype=dtype))
         self.used = np.zeros(self.capacity, dtype=bool)
         self.expires.fill(np.inf)
         self.in_slot = np.zeros(self.capacity, dtype=np.int32)
         self.out_slot = np.zeros(self.capacity, dtype=np.int32)
-        self._in_words = np.zeros((self.capacity, 2), dtype=np.uint64)   # key_words per entry
-        self._out_words = np.zeros((self.capacity, 2), dtype=np.uint64)
+        # Key words per entry: [B_in, A] (IN) and [A, B_out] (OUT), each pair also read as
+        # one complex128; one more row of zeros, which no key matches, is what EMPTY (-1)
+        # reads when a lookup gathers keys by slot content.
+        self._in_words = np.zeros((self.capacity + 1, 2), dtype=np.uint64)
+        self._out_words = np.zeros((self.capacity + 1, 2), dtype=np.uint64)
+        self._keys = (self._in_words.view(np.complex128).ravel(),
+                      self._out_words.view(np.complex128).ravel())
         self._free = np.arange(self.capacity - 1, -1, -1, dtype=np.int32)  # top = smallest id
         self._nfree = self.capacity
-        self._in, self._out = _Index(nslots), _Index(nslots)
-        seeds = np.random.default_rng(seed).integers(0, 2**64, size=4, dtype=np.uint64)
-        self._seed_in, self._seed_out = seeds[:2], seeds[2:]
-        self._seed_in_int = (int(seeds[0]), int(seeds[1]))
-        self._seed_out_int = (int(seeds[2]), int(seeds[3]))
+        mults = np.random.default_rng(seed).integers(0, 2**64, size=6, dtype=np.uint64) | 1
+        self._in, self._out = _Index(nslots, mults[:3]), _Index(nslots, mults[3:])
+        self._scratch: dict[int, _Scratch] = {}
         self._views: dict[str, memoryview] | None = None
-        self._probe_in = self._probe_out = ()
+        self._probe_in = self._probe_out = None
 
     # --- sizes ----------------------------------------------------------------
     def __len__(self) -> int:
@@ -302,36 +310,20 @@ class ConnTable:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by all arrays (columns, indexes, free stack)."""
+        """Bytes held by all arrays (columns, key words, indexes, free stack)."""
         arrays = [getattr(self, n) for n in COLUMNS] + [self.used, self.in_slot, self.out_slot,
                                                        self._in_words, self._out_words,
-                                                       self._free, self._in.slots, self._out.slots,
-                                                       self._in.tags, self._out.tags]
-        return sum(a.nbytes for a in arrays)
+                                                       self._free]
+        return sum(a.nbytes for a in arrays) + self._in.nbytes + self._out.nbytes
 
     def live_ids(self) -> NDArray[np.int32]:
         return np.flatnonzero(self.used).astype(np.int32)
 
-    # --- hashing --------------------------------------------------------------
-    @staticmethod
-    def _home(index: _Index, words: NDArray[np.uint64], seed) -> tuple[NDArray, NDArray]:
-        """(home slot, tag) per key: the hash's low bits and its top byte."""
-        h = key_hash_words(words, seed)
-        tag = (h >> _TAG_SHIFT).astype(np.uint8)
-        h &= np.uint64(index.mask)
-        return h.view(np.int64), tag
-
     # --- lookups --------------------------------------------------------------
-    def _lookup(self, index: _Index, entry_words, seed, names, keys) -> NDArray[np.int32]:
-        words = _query_words(names, keys)
-        return index.find(*self._home(index, words, seed), words, entry_words,
-                          unique=index is self._in)
-
     def lookup_in(self, proto: ArrayLike, caddr: ArrayLike, cport: ArrayLike,
                   vaddr: ArrayLike, vport: ArrayLike) -> NDArray[np.int32]:
         """Entry id per client→VIP packet (-1 = miss); mirrors __ip_vs_conn_in_get."""
-        return self._lookup(self._in, self._in_words, self._seed_in, _IN_KEY,
-                            (proto, caddr, cport, vaddr, vport))
+        return self._lookup(0, proto, caddr, cport, vaddr, vport)
 
     def lookup_out(self, proto: ArrayLike, saddr: ArrayLike, sport: ArrayLike,
                    daddr: ArrayLike, dport: ArrayLike) -> NDArray[np.int32]:
@@ -339,16 +331,93 @@ class ConnTable:
 
         Arguments are the reply's own fields: saddr:sport is the real server
         (entry daddr:dport), daddr:dport the client (entry caddr:cport). If
-        several live entries share the key, any one of them is returned.
+        several live entries share the key, the first in probe order is returned
+        (lookup_out_one returns the same one).
         """
-        return self._lookup(self._out, self._out_words, self._seed_out, _OUT_KEY,
-                            (proto, saddr, sport, daddr, dport))
+        return self._lookup(1, proto, daddr, dport, saddr, sport)
+
+    def _lookup(self, side: int, proto, a_addr, a_port, b_addr, b_port) -> NDArray[np.int32]:
+        """side 0 = IN, 1 = OUT; A = the client's address and port, B = the other end's."""
+        try:
+            n = a_addr.shape[0]           # the common case: 1-d arrays (scalars broadcast)
+        except (AttributeError, IndexError):
+            return self._lookup(side, *_keys(proto, a_addr, a_port, b_addr, b_port))
+        if n <= _SCALAR_ROWS:
+            return self._lookup_rows(side, n, proto, a_addr, a_port, b_addr, b_port)
+        s = self._scratch.get(n) or self._new_scratch(n)
+        try:
+            s.a_addr[...] = a_addr
+            s.a_port[...] = a_port
+            s.proto[...] = proto
+            s.b_addr[side][...] = b_addr
+            s.b_port[side][...] = b_port
+        except (ValueError, OverflowError, TypeError):
+            return self._lookup(side, *_keys(proto, a_addr, a_port, b_addr, b_port))
+        index = self._out if side else self._in
+        h, slot, k0, k1, k2 = s.h, s.slot, *index.mults0
+        np.multiply(s.b[side], k0, out=h)                           # key_hash_words
+        np.bitwise_xor(h, s.a, out=h)
+        np.multiply(h, k1, out=h)
+        np.right_shift(h, _32, out=s.slot_u)
+        np.bitwise_xor(h, s.slot_u, out=h)
+        np.multiply(h, k2, out=h)
+        np.right_shift(h, index.shift0, out=s.slot_u)                # home bucket
+        index.tags2d.take(slot, axis=0, out=s.tags, mode="wrap")
+        np.equal(s.tags, s.tag, out=s.match)
+        s.match.argmax(axis=1, out=s.first)
+        np.left_shift(slot, _FOUR, out=slot)
+        np.add(slot, s.first, out=slot)                             # first tag match's slot
+        ids = index.slots.take(slot)
+        self._keys[side].take(ids, out=s.got, mode="wrap")          # EMPTY: the zero row
+        hit = np.equal(s.got, s.key[side], out=s.hit)
+        if np.count_nonzero(hit) == n:
+            return ids
+        return self._settle(side, s, ids, np.flatnonzero(~hit))
+
+    def _settle(self, side: int, s: _Scratch, ids: NDArray[np.int32],
+                rows: NDArray[np.intp]) -> NDArray[np.int32]:
+        """Full probes for the rows the home-bucket pass left open."""
+        if len(rows) <= _SCALAR_ROWS:
+            probe = self._probes()[side]
+            a, b = s.a.take(rows).tolist(), s.b[side].take(rows).tolist()
+            for r, ka, kb in zip(rows.tolist(), a, b):
+                ids[r] = _probe_one(probe, ka, kb)
+            return ids
+        index = self._out if side else self._in
+        h = s.h.take(rows)
+        bucket = (h >> index.shift0).view(np.int64)
+        tag = (h >> np.uint64(32)).astype(np.uint16)
+        ids[rows] = index.find(bucket, tag, s.key[side].take(rows), self._keys[side])
+        return ids
+
+    def _new_scratch(self, n: int) -> _Scratch:
+        s = _Scratch(n)
+        if n <= _SCRATCH_ROWS:
+            if len(self._scratch) >= _SCRATCH_SIZES:
+                self._scratch.clear()
+            self._scratch[n] = s
+        return s
+
+    def _lookup_rows(self, side: int, n: int, *keys) -> NDArray[np.int32]:
+        """A small batch key by key with the scalar probe (keys: proto, A address, A port,
+        B address, B port); anything but n-long 1-d integer arrays goes through _keys."""
+        try:
+            cols = [k.tolist() for k in keys]
+            if any(len(c) != n for c in cols):
+                raise TypeError
+            probe = self._probes()[side]
+            return np.array([_probe_one(probe, (x & 0xFFFFFFFF) | (y & 0xFFFF) << 32
+                                        | (p & 0xFF) << 48 | _MARK,
+                                        (u & 0xFFFFFFFF) | (v & 0xFFFF) << 32 | _MARK)
+                             for p, x, y, u, v in zip(*cols)], dtype=np.int32)
+        except (AttributeError, TypeError):        # scalars, floats, other shapes
+            return self._lookup(side, *_keys(*keys))
 
     # Scalar twins of lookup_in/lookup_out for a per-packet path: the same hash in
-    # Python ints, the same probe (a TOMB does not end a chain; at most max_probe + 1
-    # slots), so they return exactly what the vector lookups return for one key.
+    # Python ints and the same probe order, so they return exactly what the vector
+    # lookups return for one key.
     def views(self) -> dict[str, memoryview]:
-        """Memoryviews of every column (and both indexes, as "_in"/"_out"), built once.
+        """Memoryviews of every column (and both indexes' slots, as "_in"/"_out"), built once.
 
         Indexing a memoryview costs a third of a numpy scalar access. Valid because
         columns and index arrays are only ever written in place, never rebound."""
@@ -356,24 +425,32 @@ class ConnTable:
             views = {name: memoryview(getattr(self, name)) for name in COLUMNS}
             views["_in"], views["_out"] = memoryview(self._in.slots), memoryview(self._out.slots)
             self._views = views
-            self._probe_in = (self._in, views["_in"], *(views[n] for n in _IN_KEY))
-            self._probe_out = (self._out, views["_out"], *(views[n] for n in _OUT_KEY))
         return self._views
+
+    def _probes(self) -> tuple[tuple, tuple]:
+        """What _probe_one reads, per index (IN, OUT): built once, like views()."""
+        if self._probe_in is None:
+            self._probe_in, self._probe_out = (
+                (ix.mults, ix.shift, ix._tagbuf, memoryview(ix.slots), memoryview(words.reshape(-1)),
+                 a_col, ix.bmask, ix.nbuckets, memoryview(ix.overflow))
+                for ix, words, a_col in ((self._in, self._in_words, 1),
+                                         (self._out, self._out_words, 0)))
+        return self._probe_in, self._probe_out
 
     def lookup_in_one(self, proto: int, caddr: int, cport: int, vaddr: int, vport: int) -> int:
         """lookup_in for one client→VIP key of ints (wrapped to the column widths, as the
         vector path's casts do); the entry id or -1."""
-        if self._views is None:
-            self.views()
-        return _probe_one(self._probe_in, self._seed_in_int, proto & 0xFF, caddr & 0xFFFFFFFF,
-                          cport & 0xFFFF, vaddr & 0xFFFFFFFF, vport & 0xFFFF)
+        probe = self._probe_in or self._probes()[0]
+        return _probe_one(probe, (caddr & 0xFFFFFFFF) | (cport & 0xFFFF) << 32
+                          | (proto & 0xFF) << 48 | _MARK,
+                          (vaddr & 0xFFFFFFFF) | (vport & 0xFFFF) << 32 | _MARK)
 
     def lookup_out_one(self, proto: int, saddr: int, sport: int, daddr: int, dport: int) -> int:
         """lookup_out for one reply key (the reply's own fields, as lookup_out takes them)."""
-        if self._views is None:
-            self.views()
-        return _probe_one(self._probe_out, self._seed_out_int, proto & 0xFF, saddr & 0xFFFFFFFF,
-                          sport & 0xFFFF, daddr & 0xFFFFFFFF, dport & 0xFFFF)
+        probe = self._probe_out or self._probes()[1]
+        return _probe_one(probe, (daddr & 0xFFFFFFFF) | (dport & 0xFFFF) << 32
+                          | (proto & 0xFF) << 48 | _MARK,
+                          (saddr & 0xFFFFFFFF) | (sport & 0xFFFF) << 32 | _MARK)
 
     # --- insert / remove ------------------------------------------------------
     def insert(self, proto, caddr, cport, vaddr, vport, daddr, dport, service, dest,
@@ -383,40 +460,37 @@ class ConnTable:
         The caller guarantees the IN keys are neither live nor repeated in the
         batch. Arguments broadcast (scalars allowed). ``in_pkts`` starts at 0.
         """
-        columns = (proto, caddr, cport, vaddr, vport, daddr, dport, service, dest, state, flags,
-                   expires)
-        values = dict(zip(COLUMNS, np.broadcast_arrays(*map(np.atleast_1d, columns))))
-        m = values["proto"].size
+        columns = [proto, caddr, cport, vaddr, vport, daddr, dport, service, dest, state, flags,
+                   expires]
+        shape = np.broadcast(*columns).shape                # raises if they do not broadcast
+        if len(shape) > 1:
+            columns = [c.ravel() for c in np.broadcast_arrays(*columns)]
+        m = int(np.prod(shape)) if shape else 1
         out = np.full(m, -1, dtype=np.int32)
         n = min(m, self._nfree)
         if n == 0:
             return out
-        self._reserve(n)
         ids = self._free[self._nfree - n:self._nfree][::-1].copy()
         self._nfree -= n
-        for name, value in values.items():
-            getattr(self, name)[ids] = np.asarray(value[:n]).astype(COLUMNS[name], copy=False)
+        s = self._scratch.get(n) or self._new_scratch(n)
+        fields = (s.proto, s.a_addr, s.a_port, s.b_addr[0], s.b_port[0], s.b_addr[1], s.b_port[1])
+        for i, (name, value) in enumerate(zip(COLUMNS, columns)):
+            if type(value) is not np.ndarray:
+                value = np.asarray(value)
+            if value.ndim and value.shape[0] > n:
+                value = value[:n]
+            column = getattr(self, name)
+            column[ids] = value                            # casts as astype does
+            if i < len(fields):
+                fields[i][...] = column[ids]
         self.in_pkts[ids] = 0
         self.used[ids] = True
-        self._in_words[ids] = _words_of(*(getattr(self, c)[ids] for c in _IN_KEY))
-        self._out_words[ids] = _words_of(*(getattr(self, c)[ids] for c in _OUT_KEY))
-        self.in_slot[ids] = self._in.place(*self._home(self._in, self._in_words[ids],
-                                                       self._seed_in), ids)
-        self.out_slot[ids] = self._out.place(*self._home(self._out, self._out_words[ids],
-                                                         self._seed_out), ids)
+        self._in_words[ids] = s.words[:, _B_IN:_A + 1]
+        self._out_words[ids] = s.words[:, _A:_B_OUT + 1]
+        self.in_slot[ids] = self._in.place(*self._in.home(s.a, s.b[0]), ids)
+        self.out_slot[ids] = self._out.place(*self._out.home(s.a, s.b[1]), ids)
         out[:n] = ids
         return out
-
-    def _reserve(self, n: int) -> None:
-        """Rebuild each index that could pass the fill limit while n more entries go in."""
-        limit = self._in.slots.size * _FILL_NUM // _FILL_DEN
-        for index, slot_column, words, seed in (
-                (self._in, self.in_slot, self._in_words, self._seed_in),
-                (self._out, self.out_slot, self._out_words, self._seed_out)):
-            if index.filled + n > limit:
-                live = self.live_ids()
-                index.clear()
-                slot_column[live] = index.place(*self._home(index, words[live], seed), live)
 
     def remove(self, ids: ArrayLike) -> None:
         """Free entries; ids that are -1, repeated or not live are ignored."""
@@ -425,8 +499,10 @@ class ConnTable:
         ids = ids[self.used[ids]].astype(np.int32)
         if ids.size == 0:
             return
-        self._in.slots[self.in_slot[ids]] = TOMB
-        self._out.slots[self.out_slot[ids]] = TOMB
+        a = self._out_words[ids, 0]
+        for index, slot, b in ((self._in, self.in_slot, self._in_words[ids, 0]),
+                               (self._out, self.out_slot, self._out_words[ids, 1])):
+            index.unplace(slot[ids].astype(np.int64), index.home(a, b)[0])
         self.used[ids] = False
         self.expires[ids] = np.inf
         self._free[self._nfree:self._nfree + ids.size] = ids[::-1]  # smallest id reused first
@@ -457,53 +533,47 @@ class ConnTable:
         return cand[order].astype(np.int32)
 
 
-def _probe_one(probe, seed: tuple[int, int], k0: int, k1: int, k2: int, k3: int,
-               k4: int) -> int:
-    """_Index.find for one key (k0..k4 in the index's key-column order): home slot from
-    key_hash(k1, k3, k0, k2, k4) inlined, then linear probing over memoryviews."""
-    index, slots, c0, c1, c2, c3, c4 = probe
-    x = ((k1 << 32) | k3) ^ seed[0]                     # _mix64_one, twice, inlined
-    x ^= x >> 30
-    x = (x * _M1_INT) & _MASK64
-    x ^= x >> 27
-    x = (x * _M2_INT) & _MASK64
-    x = (x ^ (x >> 31)) ^ ((k0 << 32) | (k2 << 16) | k4) ^ seed[1]
-    x ^= x >> 30
-    x = (x * _M1_INT) & _MASK64
-    x ^= x >> 27
-    x = (x * _M2_INT) & _MASK64
-    mask = index.mask
-    slot = (x ^ (x >> 31)) & mask
-    for _ in range(index.max_probe + 1):
-        i = slots[slot]
-        if i >= 0:
-            if c1[i] == k1 and c2[i] == k2 and c3[i] == k3 and c4[i] == k4 and c0[i] == k0:
-                return i
-        elif i == EMPTY:
+def _probe_one(probe: tuple, a: int, b: int) -> int:
+    """_Index.find for one key of words a (A) and b (B). The home bucket's first tag match
+    settles almost every key; _probe_rest does the rest in the same order."""
+    (k0, k1, k2), shift, tags, slots, words, a_col = probe[:6]
+    h = ((a ^ ((b * k0) & _MASK64)) * k1) & _MASK64       # key_hash_one, inlined
+    h = ((h ^ (h >> 32)) * k2) & _MASK64
+    lo = (h >> shift) << 5                # byte offset of the home bucket's first tag
+    at = tags.find(((h >> 32) & 0xFFFF).to_bytes(2, _BYTEORDER), lo, lo + 2 * BUCKET)
+    if at >= 0 and not at & 1:
+        i = slots[at >> 1]                # EMPTY reads the last row of words: zeros
+        if words[2 * i + a_col] == a and words[2 * i + 1 - a_col] == b:
+            return i
+    return _probe_rest(probe, a, b, h)
+
+
+def _probe_rest(probe: tuple, a: int, b: int, h: int) -> int:
+    """The full probe for one key (hash h): each bucket's tag matches searched as two bytes
+    in its slice of the tag buffer (even offsets only) and their entries' words
+    compared, then the next bucket while the overflow count says so."""
+    _, shift, tags, slots, words, a_col, bmask, nbuckets, overflow = probe
+    bucket = h >> shift
+    tag = ((h >> 32) & 0xFFFF).to_bytes(2, _BYTEORDER)
+    for _ in range(nbuckets):
+        lo = bucket << 5
+        hi = lo + 2 * BUCKET
+        at = tags.find(tag, lo, hi)
+        while at >= 0:
+            if not at & 1:
+                i = slots[at >> 1]
+                if i >= 0 and words[2 * i + a_col] == a and words[2 * i + 1 - a_col] == b:
+                    return i
+            at = tags.find(tag, at + 1, hi)
+        if not overflow[bucket]:
             return -1
-        slot = (slot + 1) & mask
+        bucket = (bucket + 1) & bmask
     return -1
 
 
-def _words_of(proto, addr_a, port_a, addr_b, port_b) -> NDArray[np.uint64]:
-    """key_words of key columns given in _IN_KEY/_OUT_KEY order."""
-    return key_words(addr_a, addr_b, proto, port_a, port_b)
-
-
-def _query_words(names: tuple[str, ...], keys: tuple) -> NDArray[np.uint64]:
-    """key_words of lookup arguments: 1-d arrays of one length go straight in (proto is
-    cast to uint8 first; the other casts happen on assignment, wrapping as astype does);
-    anything else is broadcast by _keys first."""
-    proto = keys[0]
-    if all(isinstance(k, np.ndarray) and k.ndim == 1 and len(k) == len(proto)
-           and k.dtype.kind in "ui" for k in keys):
-        if proto.dtype != np.uint8:
-            proto = proto.astype(np.uint8)
-        return _words_of(proto, *keys[1:])
-    return _words_of(*_keys(names, *keys))
-
-
-def _keys(names: tuple[str, ...], *arrays: ArrayLike) -> list[NDArray]:
-    """Broadcast key arrays to one length, in the dtypes of the columns they match."""
-    cast = [np.asarray(a).astype(COLUMNS[n], copy=False) for n, a in zip(names, arrays)]
+def _keys(*arrays: ArrayLike) -> list[NDArray]:
+    """Broadcast lookup arguments (proto, A address, A port, B address, B port) to one
+    1-d length, wrapped to the column widths as astype does."""
+    dtypes = (np.uint8, np.uint32, np.uint16, np.uint32, np.uint16)
+    cast = [np.asarray(a).astype(t, copy=False) for a, t in zip(arrays, dtypes)]
     return [np.ravel(a) for a in np.broadcast_arrays(*cast)]

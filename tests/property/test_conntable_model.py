@@ -1,6 +1,8 @@
 """ConnTable against a dict model: random batches of insert, lookups both ways,
 remove, engine-style column writes, expiry with injected time, and victims, on
-tiny tables (so collisions, tombstones, rebuilds and full tables are common).
+tiny tables (so collisions and full tables are common), some with zeroed hash
+multipliers (every key in one bucket with one tag: overflow chains, false tag
+matches). The overflow counts are checked against the placements after every step.
 """
 
 import numpy as np
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from userlb.conntable import ConnTable
+from tests.unit.test_conntable import check_indexes
 
 # A small key universe: 2 protocols x 3 clients x 2 ports x 2 VIPs = 24 IN keys;
 # OUT keys (proto, daddr, dport, caddr, cport) repeat across VIPs.
@@ -25,9 +28,13 @@ def column(rows, i, dtype=np.int64):
 
 
 class ConnTableModel(RuleBasedStateMachine):
-    @initialize(capacity=st.sampled_from([1, 2, 4, 6]), seed=st.integers(0, 2**32))
-    def start(self, capacity, seed):
+    @initialize(capacity=st.sampled_from([1, 2, 4, 6, 24]), seed=st.integers(0, 2**32),
+                zero_hash=st.booleans())
+    def start(self, capacity, seed, zero_hash):
         self.table = ConnTable(capacity, seed=seed)
+        if zero_hash:
+            for index in (self.table._in, self.table._out):
+                index.set_mults((0, 0, 0))
         self.model = {}  # id -> {"in": key, "out": key, "expires": float, "state": int}
         self.now = 0.0
 
@@ -58,10 +65,16 @@ class ConnTableModel(RuleBasedStateMachine):
         by_key = {e["in"]: i for i, e in self.model.items()}
         got = self.table.lookup_in(*(column(keys, j) for j in range(5)))
         assert got.tolist() == [by_key.get(k, -1) for k in keys]
+        assert [self.table.lookup_in_one(*k) for k in keys] == got.tolist()
+        big = self.table.lookup_in(*(column(keys * 8, j) for j in range(5)))   # numpy path
+        assert big.tolist() == got.tolist() * 8
 
     @rule(keys=st.lists(out_keys, max_size=10))
     def lookup_out(self, keys):
         got = self.table.lookup_out(*(column(keys, j) for j in range(5)))
+        assert [self.table.lookup_out_one(*k) for k in keys] == got.tolist()
+        big = self.table.lookup_out(*(column(keys * 8, j) for j in range(5)))
+        assert big.tolist() == got.tolist() * 8
         for key, i in zip(keys, got.tolist()):
             matches = {j for j, e in self.model.items() if e["out"] == key}
             assert (i in matches) if matches else i == -1
@@ -98,6 +111,10 @@ class ConnTableModel(RuleBasedStateMachine):
         want = sorted((e["expires"], i) for i, e in self.model.items() if e["state"] in states)
         got = self.table.victims(n, np.array(sorted(states)))
         assert got.tolist() == [i for _, i in want[:n]]
+
+    @invariant()
+    def indexes_consistent(self):
+        check_indexes(self.table)
 
     @invariant()
     def sizes_and_deadline(self):

@@ -94,26 +94,70 @@ def test_victims_earliest_first_filtered_by_state():
     assert t.victims(0, [1]).tolist() == [] and t.victims(3, [5]).tolist() == []
 
 
-def test_many_collisions_with_a_constant_hash(monkeypatch):
-    """Every key hashes to one slot: chains, tombstones and rebuilds under the worst case."""
-    def constant(words, seed):
-        return np.zeros(len(words), dtype=np.uint64) + np.uint64(5)
-    monkeypatch.setattr(conntable, "key_hash_words", constant)
-    t = ConnTable(32, seed=8)
+def collide(t):
+    """Zero both indexes' hash multipliers: every key gets bucket 0 and tag 0."""
+    for index in (t._in, t._out):
+        index.set_mults((0, 0, 0))
+    t._probe_in = t._probe_out = None
+
+
+def check_indexes(t):
+    """Every live entry sits in its recorded slots; overflow counts are exactly the
+    buckets that live entries passed between their home bucket and their slot's."""
+    live = t.live_ids()
+    for index, slot, a, b in ((t._in, t.in_slot, t._in_words[live, 1], t._in_words[live, 0]),
+                              (t._out, t.out_slot, t._out_words[live, 0], t._out_words[live, 1])):
+        assert (index.slots[slot[live]] == live).all()
+        assert np.count_nonzero(index.slots != conntable.EMPTY) == len(live)
+        home = index.home(a, b)[0]
+        passed = ((slot[live].astype(np.int64) >> 4) - home) & index.bmask
+        want = np.zeros(index.nbuckets, np.int64)
+        for h, p in zip(home.tolist(), passed.tolist()):
+            for step in range(p):
+                want[(h + step) & index.bmask] += 1
+        assert index.overflow.tolist() == want.tolist()
+
+
+def test_many_collisions_with_a_constant_hash():
+    """Every key in one bucket with one tag: overflow chains under the worst case, both
+    directions, vector and scalar lookups, and the overflow counts after every round."""
+    t = ConnTable(40, seed=8)
+    collide(t)
     live = {}
     rng = np.random.default_rng(0)
-    for round_ in range(40):
+    saw_overflow = False
+    for round_ in range(60):
         free = [p for p in range(200) if p not in live]
-        ports = rng.choice(free, size=min(rng.integers(1, 12), 32 - len(live)), replace=False)
+        ports = rng.choice(free, size=min(rng.integers(1, 14), 40 - len(live)), replace=False)
         for port, i in zip(ports, add(t, 1, ports)):
             live[int(port)] = int(i)
+        saw_overflow |= bool(t._in.overflow.any())
         doomed = rng.choice(sorted(live), size=len(live) // 3, replace=False)
         t.remove([live.pop(int(p)) for p in doomed])
+        check_indexes(t)
         probe = np.arange(200)
         want = [live.get(p, -1) for p in probe]
         assert t.lookup_in(TCP, 1, probe, VIP, 80).tolist() == want
         assert t.lookup_out(TCP, RS1, 8080, 1, probe).tolist() == want
-    assert len(t) == len(live)
+        assert [t.lookup_in_one(TCP, 1, p, VIP, 80) for p in range(200)] == want
+        assert [t.lookup_out_one(TCP, RS1, 8080, 1, p) for p in range(200)] == want
+    assert saw_overflow and len(t) == len(live)
+
+
+def test_batch_sizes_around_the_scalar_cutoff():
+    """Small batches go key by key, larger ones through numpy, leftovers key by key or
+    by the vector probe: every size gives the same answers."""
+    t = ConnTable(4096, seed=12)
+    ids = add(t, np.arange(3000), 7)
+    rng = np.random.default_rng(1)
+    for n in list(range(0, 20)) + [255, 256, 257, 1000]:
+        caddr = rng.integers(0, 6000, n)          # about half of them live
+        want = np.where(caddr < 3000, ids[np.minimum(caddr, 2999)], -1)
+        assert t.lookup_in(TCP, caddr, 7, VIP, 80).tolist() == want.tolist()
+        assert t.lookup_out(TCP, RS1, 8080, caddr, 7).tolist() == want.tolist()
+        assert t.lookup_in(np.full(n, TCP, np.uint8), caddr.astype(np.uint32),
+                           np.full(n, 7, np.uint16), np.full(n, VIP, np.uint32),
+                           np.full(n, 80, np.uint16)).tolist() == want.tolist()
 
 
 def test_tiny_capacities():
@@ -148,17 +192,24 @@ def test_results_do_not_depend_on_the_seed():
     assert a[0] == b[0] and a[1].tolist() == b[1].tolist()
 
 
-def test_key_words_hash_as_key_hash():
-    """The table hashes packed words; the values are key_hash's (scalar twins rely on it)."""
+def test_key_words_and_hash_vector_and_scalar_agree():
+    """The scalar path hashes Python ints; the values are the vector hash's."""
     rng = np.random.default_rng(3)
     n = 200
     a, b = rng.integers(0, 2**32, n, dtype=np.uint32), rng.integers(0, 2**32, n, dtype=np.uint32)
     proto = rng.integers(0, 256, n).astype(np.uint8)
     pa, pb = rng.integers(0, 2**16, n).astype(np.uint16), rng.integers(0, 2**16, n).astype(np.uint16)
-    seed = rng.integers(0, 2**64, 2, dtype=np.uint64)
-    words = conntable.key_words(a, b, proto, pa, pb)
-    np.testing.assert_array_equal(conntable.key_hash_words(words, seed),
-                                  conntable.key_hash(a, b, proto, pa, pb, seed))
+    mults = tuple(int(k) * 2 + 1 for k in rng.integers(0, 2**63, 3))
+    words = conntable.key_words(proto, a, pa, b, pb)
+    want = [(int(x) | int(y) << 32 | int(z) << 48 | 0x40 << 56, int(u) | int(v) << 32 | 0x40 << 56)
+            for x, y, z, u, v in zip(a, pa, proto, b, pb)]
+    assert words.tolist() == [list(w) for w in want]
+    got = conntable.key_hash_words(words[:, 0], words[:, 1], mults).tolist()
+    assert got == [conntable.key_hash_one(x, y, mults) for x, y in want]
+    # read as complex128, words compare equal exactly when they are equal (never NaN)
+    as_complex = words.view(np.complex128).ravel()
+    assert np.isfinite(as_complex).all()
+    assert (as_complex == as_complex).all() and (as_complex[1:] != as_complex[:-1]).all()
 
 
 def test_lookup_arguments_cast_as_columns():
@@ -174,7 +225,7 @@ def test_lookup_arguments_cast_as_columns():
 
 def test_memory_budget_at_one_million():
     t = ConnTable(1_000_000, seed=0)
-    assert t.index_slots == 2**21
+    assert t.index_slots == 2**21 and t._in.nbuckets == 2**17
     assert t.nbytes / 1_000_000 <= 128
 
 
