@@ -49,21 +49,31 @@ class Accounting:
                    nbytes: np.ndarray, count: bool = True) -> None:
         """Move counters for connections whose activity changed; count packets and bytes
         unless `count` is False (entries imported by connection sync carry no packet)."""
+        self.move(ids, new_state)
+        if count:
+            self.count(ids, inbound, nbytes)
+
+    def move(self, ids: np.ndarray, new_state: np.ndarray) -> None:
+        """Counter moves and INACTIVE flags for distinct connections now in `new_state`."""
         flags = self.table.flags[ids]
         was_active = (flags & CONN_F_INACTIVE) == 0
         now_active = tcpstate.ACTIVE[new_state]
         up = now_active & ~was_active
         down = was_active & ~now_active
+        if not (up.any() or down.any()):
+            return
         self.table.flags[ids[up]] &= np.uint16(~CONN_F_INACTIVE & 0xFFFF)
         self.table.flags[ids[down]] |= np.uint16(CONN_F_INACTIVE)
         delta = up.astype(np.int64) - down.astype(np.int64)
-        nbytes = np.asarray(nbytes, np.int64)
         for dests, m, dest in self._per_service(ids):
             rows = dest[m]
             np.add.at(dests.activeconns, rows, delta[m])
             np.add.at(dests.inactconns, rows, -delta[m])
-            if not count:
-                continue
+
+    def count(self, ids: np.ndarray, inbound: np.ndarray, nbytes: np.ndarray) -> None:
+        """Per-server packets and bytes, in and out, of one packet per entry of `ids`."""
+        nbytes = np.asarray(nbytes, np.int64)
+        for dests, m, dest in self._per_service(ids):
             i, o = m & inbound, m & ~inbound
             np.add.at(dests.inpkts, dest[i], 1)
             np.add.at(dests.inbytes, dest[i], nbytes[i])

@@ -43,11 +43,35 @@ CLOSING = (tcpstate.CLOSE, tcpstate.TIME_WAIT, tcpstate.LAST_ACK, tcpstate.CLOSE
 
 @dataclass
 class Verdict:
-    """What to write back: rows of the batch (in arrival order) and originated frames."""
+    """What to write back: rows of the batch (in arrival order) and originated frames.
+
+    `lengths` (bytes per row) may be a view of the batch's own `length` column: like the
+    rows' bytes, a Verdict holds until the batch is refilled."""
 
     rows: np.ndarray
     lengths: np.ndarray
     extra: list[bytes] = field(default_factory=list)
+
+
+def _first_of_each(h: Headers, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in `rows` of each distinct 5-tuple's first frame, in arrival order, and
+    for every row the index of its tuple among them. A dict over the few new flows of a
+    batch: np.unique(axis=0) costs tens of µs even for one row."""
+    if len(rows) == 1:
+        zero = np.zeros(1, np.intp)
+        return zero, zero
+    seen: dict[tuple, int] = {}
+    firsts: list[int] = []
+    inverse: list[int] = []
+    for i, key in enumerate(zip(h.proto[rows].tolist(), h.saddr[rows].tolist(),
+                                h.sport[rows].tolist(), h.daddr[rows].tolist(),
+                                h.dport[rows].tolist())):
+        j = seen.get(key)
+        if j is None:
+            j = seen[key] = len(firsts)
+            firsts.append(i)
+        inverse.append(j)
+    return np.array(firsts, np.intp), np.array(inverse, np.intp)
 
 
 class Engine:
@@ -64,6 +88,7 @@ class Engine:
         self.acct = Accounting(self.services, self.table)
         self.drops = np.zeros(len(DropReason), np.int64)
         self.passed = 0            # frames forwarded unmodified (not ours, as the kernel does)
+        self.removed = 0           # entries removed so far: len(table) + removed counts inserts
         self.trace = FlowTrace()
         self.trace_budget = trace_connections
         self.trace_filter: dict | None = None      # {"client"|"vip"|"server": u32}
@@ -77,9 +102,9 @@ class Engine:
 
     # -- the packet path --------------------------------------------------------------
     def process(self, batch: FrameBatch, now: float) -> Verdict:
-        """Small batches: established flows per packet in Python (fastpath.py), the rest
-        here; the two give the same bytes and state (spec/perf.md: numpy costs ~100 µs
-        per call, so it pays only on larger batches)."""
+        """Established flows per packet in Python (fastpath.py), the rest here; the two
+        give the same bytes and state (numpy costs a few hundred µs per batch here, so it
+        pays only when a batch holds frames the fast path defers)."""
         if 0 < batch.count <= self.fast_max:
             return self.fast.process(batch, now)
         return self.process_vector(batch, now)
@@ -170,14 +195,7 @@ class Engine:
 
     def _open(self, batch, h: Headers, rows, svc, now, drop, extra) -> np.ndarray:
         """Schedule and insert the new flows among `rows`; returns a conn id per row."""
-        keys = np.stack([h.proto[rows].astype(np.uint64), h.saddr[rows], h.sport[rows],
-                         h.daddr[rows], h.dport[rows]], axis=1)
-        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        order = np.argsort(first)                  # schedule in arrival order
-        firsts = first[order]
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
+        firsts, inverse = _first_of_each(h, rows)   # schedule in arrival order
         dest = np.full(len(firsts), NO_DEST, np.int64)
         ids = np.full(len(firsts), -1, np.int64)
         fr, fsvc = rows[firsts], svc[firsts]
@@ -200,9 +218,9 @@ class Engine:
         for r in fr[~ok][:MAX_ICMP_PER_BATCH].tolist():
             extra.append(icmp.build_dest_unreachable(batch.frame(r)[: h.total_len[r]],
                                                      int(h.daddr[r])))
-        per_row = ids[rank[inverse]]
-        drop[rows[(per_row < 0) & ~ok[rank[inverse]]]] = DropReason.NO_DEST
-        drop[rows[(per_row < 0) & ok[rank[inverse]]]] = DropReason.TABLE_FULL
+        per_row = ids[inverse]
+        drop[rows[(per_row < 0) & ~ok[inverse]]] = DropReason.NO_DEST
+        drop[rows[(per_row < 0) & ok[inverse]]] = DropReason.TABLE_FULL
         return per_row
 
     def _open_persistent(self, h: Headers, row: int, svc: int, now: float) -> tuple[int, int]:
@@ -288,29 +306,46 @@ class Engine:
                 self.remove_ids(victims)
 
     def _advance(self, h: Headers, rows, ids, inbound, now) -> None:
-        """State transitions in arrival order; a connection seen k times takes k rounds."""
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(sorted_ids)) + 1]
-        rank = np.empty(len(ids), np.int64)
-        rank[order] = np.arange(len(ids)) - np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
-        for k in range(int(rank.max()) + 1):
-            sel = rank == k
-            self._transition(h, rows[sel], ids[sel], inbound[sel], now)
-
-    def _transition(self, h: Headers, rows, ids, inbound, now) -> None:
+        """State transitions in arrival order, with the outcome of taking the packets one
+        at a time. Only the states need a round per repeat of a connection (one seen k
+        times takes k rounds of one gather); the rest follows from the rounds at once:
+        the dirty mark (any change), the timer (the last state's), ASSURED templates (any
+        hit), the active/inactive counters (the moves of the rounds telescope to the
+        first and last activity) and the packet and byte counts (sums)."""
         table = self.table
-        old = table.state[ids]
         is_tcp = h.proto[rows] == IPPROTO_TCP
         direction = np.where(inbound, tcpstate.DIR_INPUT, tcpstate.DIR_OUTPUT)
-        new = np.where(is_tcp, tcpstate.next_state(old, direction, h.tcp_flags[rows]),
-                       tcpstate.UDP).astype(np.uint8)
-        table.state[ids] = new
+        flags = h.tcp_flags[rows]
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        repeat = sorted_ids[1:] == sorted_ids[:-1]
+        if not repeat.any():                       # each connection once: one round
+            old = table.state[ids]
+            new = np.where(is_tcp, tcpstate.next_state(old, direction, flags),
+                           tcpstate.UDP).astype(np.uint8)
+            table.state[ids] = new
+            conns = ids
+        else:
+            starts = np.r_[0, np.flatnonzero(~repeat) + 1]
+            rank = np.empty(len(ids), np.int64)
+            rank[order] = np.arange(len(ids)) - np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
+            old = np.empty(len(ids), np.uint8)
+            new = np.empty(len(ids), np.uint8)
+            for k in range(int(rank.max()) + 1):
+                sel = np.flatnonzero(rank == k)
+                cid = ids[sel]
+                old[sel] = before = table.state[cid]
+                new[sel] = after = np.where(is_tcp[sel], tcpstate.next_state(
+                    before, direction[sel], flags[sel]), tcpstate.UDP).astype(np.uint8)
+                table.state[cid] = after
+            conns = sorted_ids[starts]
+        final = table.state[conns]
         self.dirty[ids[new != old]] = True
-        table.expires[ids] = now + self.timeout_of[new]
+        table.expires[conns] = now + self.timeout_of[final]
         self.templates.assure(ids, new, inbound, ~is_tcp)
-        self.acct.transition(ids, new, inbound, h.total_len[rows])
-        for i in np.flatnonzero(self.traced[ids]).tolist():
+        self.acct.move(conns, final)
+        self.acct.count(ids, inbound, h.total_len[rows])
+        for i in np.flatnonzero(self.traced[ids]).tolist():     # in arrival order
             self._steps.setdefault(int(ids[i]), []).append(
                 (tcpstate.STATE_NAMES[old[i]], tcpstate.STATE_NAMES[new[i]],
                  float(self.timeout_of[new[i]])))
@@ -320,12 +355,10 @@ class Engine:
         gone = dest < 0
         drop[rows[gone]] = DropReason.DEST_GONE
         rows, ids, inbound = rows[~gone], ids[~gone], inbound[~gone]
-        t = self.table
-        i = inbound
-        if i.any():
-            nat.rewrite_dst(batch, rows[i], h, t.daddr[ids[i]], t.dport[ids[i]])
-        if (~i).any():
-            nat.rewrite_src(batch, rows[~i], h, t.vaddr[ids[~i]], t.vport[ids[~i]])
+        if len(rows):                          # DNAT to the server, SNAT back to the VIP
+            t = self.table
+            nat.rewrite(batch, rows, h, inbound, np.where(inbound, t.daddr[ids], t.vaddr[ids]),
+                        np.where(inbound, t.dport[ids], t.vport[ids]))
 
     # -- timers -----------------------------------------------------------------------
     def next_deadline(self) -> float:
@@ -343,12 +376,16 @@ class Engine:
         return len(conns) + len(templates)
 
     def remove_ids(self, ids: np.ndarray) -> None:
-        """Unbind and delete entries (connections or templates)."""
+        """Unbind and delete entries (connections or templates). The only way entries leave
+        the table (ConnTable removes nothing on its own): the fast path's memos rely on it."""
         ids = np.asarray(ids, np.int64)
+        self.fast.forget(ids)
         self.acct.unbind(ids)
         self.templates.on_remove(ids)
         self.traced[ids] = False
+        live = len(self.table)
         self.table.remove(ids)
+        self.removed += live - len(self.table)
 
     # -- control ----------------------------------------------------------------------
     def service_of(self, protocol: str, vip: str, port: int) -> int:

@@ -1,15 +1,17 @@
-"""Per-packet fast path: the established-flow packets of a small batch, in plain Python.
+"""Per-packet fast path: the established-flow packets of a batch, in plain Python.
 
-What it does: FastPath.process(batch, now) takes the common case of a light-load
-batch, a well-formed, unfragmented IPv4 TCP/UDP packet of an existing, untraced
-connection in either direction (client → VIP found in the IN index, real server
-→ client in the OUT index), and does for it exactly what Engine's vector path
-does, with struct and Python ints instead of numpy column operations: parse.py's
-validity rules, ConnTable's scalar lookups, the TCP state table, `expires`, the
-active/inactive moves and per-server statistics (accounting.py), ASSURED
-templates (persist.Templates.assure), the sync dirty mark, and nat.py's rewrite
-with RFC 1624 checksums, written straight into the batch rows. Same bytes, same
-state, same counters; tests/property/test_fastpath_equivalence.py holds it to that.
+What it does: FastPath.process(batch, now) takes the common case, a well-formed,
+unfragmented IPv4 TCP/UDP packet of an existing, untraced connection in either
+direction (client → VIP found in the IN index, real server → client in the OUT
+index), and does for it exactly what Engine's vector path does, with struct and
+Python ints instead of numpy column operations: parse.py's validity rules (one
+struct read of a 20-byte IP header and the L4 ports, flags and checksum),
+ConnTable's scalar lookups (remembered per connection, see FastPath.__init__),
+the TCP state table, `expires`, the active/inactive moves and per-server
+statistics (accounting.py), ASSURED templates (persist.Templates.assure), the
+sync dirty mark, and nat.py's rewrite with RFC 1624 checksums, written straight
+into the batch rows. Same bytes, same state, same counters;
+tests/property/test_fastpath_equivalence.py holds it to that.
 
 Rows the TUN flagged NEEDS_CSUM (offload: FrameBatch.vnet) get nat.py's
 CHECKSUM_PARTIAL update of the L4 field (address delta without complement, no
@@ -39,7 +41,8 @@ path on the whole batch:
      connection shares an OUT key with one.
 Otherwise the whole batch goes to the vector path. A batch whose frames are all
 eligible is done here alone: with no insert or removal, one-at-a-time is the
-batch semantics (per-connection arrival order; counter sums commute).
+batch semantics (per-connection arrival order; counter sums commute). Batches
+larger than FAST_SPLIT_MAX are never split: done here whole, or in the vector path.
 
 Mirrors: the hit paths of ip_vs_in_hook / handle_response, set_tcp_state, and
 ip_vs_nat_xmit's tcp/udp dnat/snat handlers, as engine.py does.
@@ -56,17 +59,32 @@ from userlb.conntable import CONN_F_INACTIVE
 from userlb.persist import ASSURED
 from userlb.services import IPPROTO_TCP, IPPROTO_UDP
 
-FAST_BATCH_MAX = 64
-"""Batches of at most this many frames try the fast path (Engine.fast_max). From
-`userlb bench engine` with each path forced: established flows cost ~4.4 µs/packet
-here at any batch size, against the vector path's 346 / 60 / 16 / 9.1 / 5.5 / 3.2 at
-1 / 8 / 32 / 64 / 128 / 256. A batch with one frame this path defers still pays a
-whole vector call, plus up to ~20% for the prefix done here (measured at 64; ~45% at
-128). At 64 a batch of established flows is 2x faster and a mixed one <= 1.2x slower;
-past it the gain shrinks below the loss. spec/perf.md: vectorise from about 64."""
+FAST_BATCH_MAX = 256
+"""Batches of at most this many frames try the fast path (Engine.fast_max): the TUN read
+batch. From `userlb bench engine` and the same batches with each path forced (92-byte
+TCP and 64-byte UDP of established flows): this path costs ~1.9-2.0 µs/packet at any
+batch size from 8 up (~3.7-4 at 1), the vector path 7.5 / 4.2 / 2.6 at 64 / 128 / 256
+(its fixed cost per call is a few hundred µs, its cost per extra packet ~1 µs)."""
 
-# version + IHL, total length, flags + fragment offset, protocol, checksum, saddr, daddr
-_IP = struct.Struct("!BxHxxHxBHII")
+FAST_SPLIT_MAX = 64
+"""Batches larger than this are done here whole or not at all: a prefix here and the
+rest in the vector path costs more than the vector path on the whole batch from about
+128 frames (the vector path's cost per extra packet is below this path's). After such
+a batch falls back, the next 1, 2, 4 ... up to _BACKOFF_MAX batches that large go
+straight to the vector path, so that traffic with a new flow in every batch wastes
+little parsing; a batch done here whole resets that."""
+
+_BACKOFF_MAX = 32
+
+# The common frame, a 20-byte IPv4 header and the first 18 bytes of TCP (or UDP's 8),
+# in one read: the header as 16-bit words (version + IHL + TOS, total length, id, flags
+# + fragment offset, TTL + protocol, checksum) and both addresses, then sport, dport,
+# TCP's sequence number (UDP: length << 16 | checksum), data offset, flags, checksum.
+_HDR = struct.Struct("!HHHHHHIIHHI4xBB2xH")
+_HDR_BYTES = _HDR.size                  # 38: rows must be at least this wide to read it
+_NAT = struct.Struct("!HIIHH")          # IP checksum, saddr, daddr, sport, dport (IHL 5)
+_NAT_UDP = struct.Struct("!HIIHHHH")    # ... and UDP's length and checksum right after
+_IP = struct.Struct("!BxHxxHxBHII")     # any IHL: version + IHL, total, frag, proto, csum, addrs
 _TCP = struct.Struct("!HH8xBB2xH")      # sport, dport, data offset, flags, checksum
 _UDP = struct.Struct("!HHHH")           # sport, dport, length, checksum
 _U16 = struct.Struct("!H")
@@ -75,6 +93,7 @@ _IHL_WORDS = {ihl: struct.Struct(f"!{ihl // 2}H") for ihl in range(20, 61, 4)}
 _FRAG_BITS = 0x3FFF                     # RFC 791: MF | fragment offset
 _TCP_SYN_ACK_RST, _TCP_SYN = 0x16, 0x02
 _TCP_CSUM_AT, _UDP_CSUM_AT = 16, 6      # checksum offsets in the L4 header
+_MEMO_MAX = 1 << 16                     # entries per lookup memo before it starts afresh
 
 
 def _next_tcp_table() -> list[list[list[int]]]:
@@ -105,6 +124,9 @@ def _rows(n: int) -> np.ndarray:
     return rows
 
 
+_ROW = _rows(1)
+
+
 def _fold(s: int) -> int:
     """End-around carry to 16 bits; two steps suffice below 2**32 (checksum.fold32)."""
     s = (s & 0xFFFF) + (s >> 16)
@@ -112,7 +134,12 @@ def _fold(s: int) -> int:
 
 
 class FastPath:
-    """The engine's scalar path; holds memoryviews of its arrays (written in place only)."""
+    """The engine's scalar path; holds memoryviews of its arrays (written in place only).
+
+    Per frame it costs one struct read of the headers, a dict probe of a lookup memo
+    (or ConnTable's scalar lookup), the state and counter updates on memoryviews and
+    one or two struct writes; per batch, a Verdict whose `lengths` is a view of `batch.length`
+    (the rows' lengths are the datagrams' total lengths once NAT'd)."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
@@ -122,6 +149,25 @@ class FastPath:
         self._dest, self._service = v["dest"], v["service"]
         self._daddr, self._dport, self._vaddr, self._vport = (v[n] for n in ("daddr", "dport",
                                                                               "vaddr", "vport"))
+        # Lookups remembered per live connection, filled on first use and dropped by
+        # forget() when the entry leaves the table: its IN key → (id, inbound NAT), its
+        # OUT key → id, its outbound NAT, and the reverse maps id → key. A NAT is (new
+        # address, new port, address delta, address + port delta), the RFC 1624 sums of
+        # the rewrite; all come from key columns, which stay as they are while the entry
+        # lives. IN keys of live entries are unique, so a remembered IN hit stays right
+        # for as long as its entry lives. OUT keys need not be (two services may share a
+        # real server), and an insert may put an equal key ahead in the probe order or
+        # rebuild the index, so the OUT memo starts afresh after any insert
+        # (len(table) + engine.removed counts them).
+        self._memo: dict[tuple, tuple] = {}
+        self._memo_key: dict[int, tuple] = {}
+        self._out_memo: dict[tuple, int] = {}
+        self._out_key: dict[int, tuple] = {}
+        self._nat_out: dict[int, tuple] = {}
+        self._inserts = -1
+        self.split_max = FAST_SPLIT_MAX
+        self._skip = self._backoff = 0     # large batches to leave to the vector path; next
+                                           # time (FAST_SPLIT_MAX)
         self._dirty = memoryview(engine.dirty)
         self._traced = memoryview(engine.traced)
         self._control = memoryview(engine.templates.control)
@@ -130,37 +176,203 @@ class FastPath:
         self._timeout_src = self._timeouts = None
         from userlb.engine import Verdict        # engine.py imports this module
         self._verdict = Verdict
+        # what the two loops of process() use, bound in one load each (the arrays behind
+        # the views and the dicts are never rebound)
+        self._plan_refs = (_HDR.unpack_from, self._memo, self._nat_out, self._dest,
+                           self._traced)
+        self._commit_refs = (self._state, self._flags, self._expires, self._dest, self._service,
+                             self._dirty, self._control, self._dest_cache, _NAT.pack_into,
+                             _NAT_UDP.pack_into, _U16.pack_into, _U32.pack_into)
 
     def process(self, batch, now: float):
         """The whole batch's Verdict, from this path alone or with the vector path on a tail.
 
-        FrameBatch rows are C-contiguous, so struct reads the frame at row * snaplen."""
+        One method with two loops, the plans (parse and look up the longest eligible
+        prefix, reads only) and the commit (advance and rewrite), so that the names the
+        loops use are bound once per batch. FrameBatch rows are C-contiguous, so struct
+        reads the frame at row * snaplen.
+
+        A plan is (off, ihl, proto, total, tcp_flags, inbound, conn, ip_csum, l4_csum,
+        saddr, daddr, sport, dport, partial, length, nat, udp_len); `partial`: the TUN
+        flagged the row NEEDS_CSUM (offload; nat.py's CHECKSUM_PARTIAL rule); `nat`: see
+        _nat_of. The checks are parse.py's
+        for rows that come out OK as TCP/UDP, on the one read of _HDR: IPv4 with a
+        20-byte header (others go field by field through _plan_any) whose header words
+        sum to 0 modulo 0xFFFF (RFC 1071 verify: 2**16 = 1 modulo 0xFFFF, so each 32-bit
+        address counts as its two halves; with version 4 the sum is never 0)."""
         eng = self.engine
         n = batch.count
-        buf = batch.buf
+        whole = n > self.split_max
+        if whole and self._skip:
+            self._skip -= 1
+            return eng.process_vector(batch, now)
         if eng.index is not self._index or eng.timeout_of is not self._timeout_src:
             self._refresh()
+        buf, out_len, vnet = batch.buf, batch.length, batch.vnet
         snaplen = buf.shape[1]
-        lengths = batch.length[:n].tolist()
-        partial = [0] * n if batch.vnet is None else (batch.vnet[:n, 0] & 1).tolist()
-        plan = self._plan
+        if n == 1:                                     # item() is cheaper than a slice
+            lengths = [out_len.item(0)]
+            partial = [0] if vnet is None else [vnet.item(0, 0)]
+        else:
+            lengths = out_len[:n].tolist()
+            partial = [0] * n if vnet is None else vnet[:n, 0].tolist()   # & 1: NEEDS_CSUM
         plans = []
-        for row in range(n):
-            p = plan(buf, row * snaplen, lengths[row], snaplen, partial[row])
-            if p is None:
-                break
-            plans.append(p)
+        if snaplen < _HDR_BYTES:
+            self._plans_any(plans, buf, n, snaplen, lengths, partial)
+        else:
+            hdr, memo, nat_out, dest, traced = self._plan_refs
+            vips, out_memo = self._vips, None
+            for row in range(n):
+                off = row * snaplen
+                length = lengths[row]
+                (w0, total, ident, frag, w4, ip_csum, saddr, daddr, sport, dport, seq, doff,
+                 tcp_flags, l4_csum) = hdr(buf, off)
+                if w0 >> 8 != 0x45:                    # not IPv4, or IP options
+                    p = self._plan_any(buf, off, length, snaplen, partial[row] & 1)
+                    if p is None:
+                        break
+                    plans.append(p)
+                    continue
+                if total < 20 or total > length or length >= snaplen or frag & _FRAG_BITS \
+                        or (w0 + total + ident + frag + w4 + ip_csum + saddr + daddr) % 0xFFFF:
+                    break
+                proto = w4 & 0xFF
+                if proto == IPPROTO_TCP:
+                    if total < 40 or doff < 0x50 or (doff >> 4) << 2 > total - 20:
+                        break
+                    if daddr in vips:
+                        if tcp_flags & _TCP_SYN_ACK_RST == _TCP_SYN:
+                            break                      # may reuse a TIME_WAIT/CLOSE connection
+                        inbound = True
+                    else:
+                        inbound = False
+                elif proto == IPPROTO_UDP:
+                    l4_csum = seq & 0xFFFF             # seq: UDP length << 16 | checksum
+                    if total < 28 or seq < 0x80000 or seq >> 16 > total - 20 or not l4_csum:
+                        break                          # csum 0: nat.py computes a full one
+                    tcp_flags = 0
+                    inbound = daddr in vips
+                else:
+                    break
+                key = (proto, saddr, sport, daddr, dport)
+                if inbound:                            # ConnTable.lookup_in_one, memoised
+                    hit = memo.get(key)
+                    if hit is None:
+                        hit = self._remember(key, self._lookup_in(proto, saddr, sport, daddr,
+                                                                  dport))
+                        if hit is None:
+                            break
+                    c, nat = hit
+                else:                                  # ConnTable.lookup_out_one, memoised
+                    if out_memo is None:
+                        out_memo = self._valid_out_memo()
+                    c = out_memo.get(key)
+                    if c is None:
+                        c = self._remember_out(key, self._lookup_out(proto, saddr, sport, daddr,
+                                                                     dport))
+                        if c < 0:
+                            break
+                    nat = nat_out.get(c) or self._nat_of(c, False)
+                if dest[c] < 0 or traced[c]:
+                    break
+                plans.append((off, 20, proto, total, tcp_flags, inbound, c, ip_csum, l4_csum,
+                              saddr, daddr, sport, dport, partial[row] & 1, length, nat,
+                              seq >> 16))
         k = len(plans)
-        if k == 0 or (k < n and not self._split_ok(buf, plans, k, n, lengths, snaplen)):
+        if k < n and (k == 0 or whole or not self._split_ok(batch, plans, k, n)):
+            if whole:
+                self._skip = self._backoff = min(2 * self._backoff or 1, _BACKOFF_MAX)
             return eng.process_vector(batch, now)
-        done = self._commit(batch, plans, now, stop_on_activity=k < n)
-        if done == n:
-            return self._verdict(_rows(n), batch.length[:n].astype(np.int64), [])
+        if whole:
+            self._backoff = 0
+        (state, cflags, expires, dest, service, dirty, control, dest_views, pack_nat, pack_udp,
+         pack16, pack32) = self._commit_refs
+        timeouts, services = self._timeouts, eng.services
+        svc_now = -1                              # the service whose DestTable views are bound
+        done = 0
+        for (off, ihl, proto, total, tcp_flags, inbound, c, ip_csum, l4_csum, saddr,
+             daddr, sport, dport, partial, length, (new_addr, new_port, m, m_l4),
+             udp_len) in plans:
+            old = state[c]
+            if proto == IPPROTO_UDP:
+                new = _UDP_STATE
+            else:
+                new = (_IN_TABLE if inbound else _OUT_TABLE)[tcp_flags][old]
+            f = cflags[c]
+            was_active = not f & CONN_F_INACTIVE
+            moves = _ACTIVE[new] != was_active
+            if moves and k < n:
+                break          # condition 2: the rest goes to the vector path
+            # engine._advance for one packet: state, dirty mark, expires, ASSURED template
+            state[c] = new
+            if new != old:
+                dirty[c] = True
+            expires[c] = now + timeouts[new]
+            ctl = control[c]
+            if ctl >= 0 and (new == _ESTABLISHED or (proto == IPPROTO_UDP and not inbound)):
+                state[ctl] = ASSURED
+            # Accounting.transition: counter move with the INACTIVE flag, packets and bytes.
+            # Nothing in a batch rebinds a DestTable, so a service's views are checked once.
+            d = dest[c]
+            svc = service[c]
+            if svc != svc_now:
+                dv = dest_views.get(svc)
+                if dv is None or dv[0] is not services[svc].dests.inpkts:
+                    dv = self._dest_views(svc)
+                _, active, inactive, inpkts, inbytes, outpkts, outbytes = dv
+                svc_now = svc
+            if moves:
+                delta = -1 if was_active else 1
+                cflags[c] = (f | CONN_F_INACTIVE) if was_active else (f & _ACTIVE_MASK)
+                active[d] += delta
+                inactive[d] -= delta
+            # nat.rewrite_dst / rewrite_src with the sums of _nat_of
+            if inbound:
+                inpkts[d] += 1
+                inbytes[d] += total
+                daddr, dport = new_addr, new_port
+            else:
+                outpkts[d] += 1
+                outbytes[d] += total
+                saddr, sport = new_addr, new_port
+            x = 0xFFFF - ip_csum + m
+            x = (x & 0xFFFF) + (x >> 16)
+            ip_csum = 0xFFFF - ((x & 0xFFFF) + (x >> 16))
+            if partial:
+                # CHECKSUM_PARTIAL: the field is the uncomplemented pseudo-header sum;
+                # P' = fold(P + ~old + new) for the address, the port is not in it
+                x = l4_csum + m
+                x = (x & 0xFFFF) + (x >> 16)
+                l4_csum = (x & 0xFFFF) + (x >> 16)
+            else:
+                x = 0xFFFF - l4_csum + m_l4
+                x = (x & 0xFFFF) + (x >> 16)
+                l4_csum = 0xFFFF - ((x & 0xFFFF) + (x >> 16))
+                if not l4_csum and proto == IPPROTO_UDP:
+                    l4_csum = 0xFFFF             # RFC 768: 0 goes as all ones
+            if ihl != 20:
+                pack16(buf, off + 10, ip_csum)
+                pack32(buf, off + 12, saddr)
+                pack32(buf, off + 16, daddr)
+                pack16(buf, off + ihl, sport)
+                pack16(buf, off + ihl + 2, dport)
+                pack16(buf, off + ihl + (_UDP_CSUM_AT if proto == IPPROTO_UDP else _TCP_CSUM_AT),
+                       l4_csum)
+            elif proto == IPPROTO_UDP:           # checksum, addresses, ports ... are adjacent
+                pack_udp(buf, off + 10, ip_csum, saddr, daddr, sport, dport, udp_len, l4_csum)
+            else:
+                pack_nat(buf, off + 10, ip_csum, saddr, daddr, sport, dport)
+                pack16(buf, off + 20 + _TCP_CSUM_AT, l4_csum)
+            if total != length:
+                out_len[done] = total            # plans are rows 0, 1, ...
+            done += 1
+        if done == n:                 # every row's length is its datagram's total length
+            return self._verdict(_ROW if n == 1 else _rows(n), out_len[:n], [])
         if done == 0:
             return eng.process_vector(batch, now)
         rest = eng.process_vector(batch.tail(done), now)
         return self._verdict(np.concatenate([_rows(done), rest.rows + done]),
-                             np.concatenate([batch.length[:done].astype(np.int64), rest.lengths]),
+                             np.concatenate([out_len[:done].astype(np.int64), rest.lengths]),
                              rest.extra)
 
     def _refresh(self) -> None:
@@ -171,11 +383,84 @@ class FastPath:
         if eng.timeout_of is not self._timeout_src:
             self._timeout_src, self._timeouts = eng.timeout_of, eng.timeout_of.tolist()
 
-    def _plan(self, buf, off: int, length: int, snaplen: int, partial: int = 0):
-        """Parse and look up one frame (reads only); None unless it is eligible.
+    def _remember(self, key: tuple, c: int) -> tuple | None:
+        """Memoise an IN lookup's hit (c >= 0) with its inbound NAT; None for a miss."""
+        if c < 0:
+            return None
+        memo = self._memo
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+            self._memo_key.clear()
+        hit = memo[key] = (c, self._nat_of(c, True))
+        self._memo_key[c] = key
+        return hit
 
-        The checks are parse.py's for rows that come out OK as TCP/UDP. `partial`: the
-        TUN flagged the row NEEDS_CSUM (offload; nat.py's CHECKSUM_PARTIAL rule)."""
+    def _valid_out_memo(self) -> dict:
+        """The OUT memo, emptied first if an entry went into the table since last time."""
+        inserts = len(self.engine.table) + self.engine.removed
+        if inserts != self._inserts:
+            self._out_memo.clear()
+            self._out_key.clear()
+            self._inserts = inserts
+        return self._out_memo
+
+    def _remember_out(self, key: tuple, c: int) -> int:
+        """Memoise an OUT lookup's hit (c >= 0); returns c."""
+        if c >= 0:
+            out_memo = self._out_memo
+            if len(out_memo) >= _MEMO_MAX:
+                out_memo.clear()
+                self._out_key.clear()
+            out_memo[key] = c
+            self._out_key[c] = key
+        return c
+
+    def _nat_of(self, c: int, inbound: bool) -> tuple:
+        """Connection c's rewrite: (new address, new port, m, m_l4) with RFC 1624 eqn 3,
+        HC' = ~(~HC + ~old + new), summed over the changed 16-bit words: m over the
+        address (the IP header checksum, and the L4 one through the pseudo-header), m_l4
+        over the address and the port. Inbound packets go VIP:vport → server:dport, replies
+        server:dport → VIP:vport (the lookups found them by those very fields)."""
+        vaddr, vport, daddr, dport = self._vaddr[c], self._vport[c], self._daddr[c], self._dport[c]
+        old_addr, old_port, new_addr, new_port = ((vaddr, vport, daddr, dport) if inbound
+                                                  else (daddr, dport, vaddr, vport))
+        m = 0x1FFFE - (old_addr >> 16) - (old_addr & 0xFFFF) + (new_addr >> 16) \
+            + (new_addr & 0xFFFF)
+        nat = (new_addr, new_port, m, m + 0xFFFF - old_port + new_port)
+        if not inbound:
+            nat_out = self._nat_out
+            if len(nat_out) >= _MEMO_MAX:
+                nat_out.clear()
+            nat_out[c] = nat
+        return nat
+
+    def forget(self, ids) -> None:
+        """Entries `ids` left the table (Engine.remove_ids, the only way out): drop what
+        is remembered of them, so that an id reused by another connection is looked up."""
+        memo, memo_key, out_memo, out_key, nat_out = (self._memo, self._memo_key,
+                                                      self._out_memo, self._out_key,
+                                                      self._nat_out)
+        if not (memo_key or out_key or nat_out):
+            return
+        for c in ids.tolist():
+            key = memo_key.pop(c, None)
+            if key is not None:
+                del memo[key]
+            key = out_key.pop(c, None)
+            if key is not None:
+                del out_memo[key]
+            nat_out.pop(c, None)
+
+    def _plans_any(self, plans, buf, n: int, snaplen: int, lengths, partial) -> None:
+        """The plans of rows too narrow for _HDR, field by field."""
+        for row in range(n):
+            p = self._plan_any(buf, row * snaplen, lengths[row], snaplen, partial[row] & 1)
+            if p is None:
+                break
+            plans.append(p)
+
+    def _plan_any(self, buf, off: int, length: int, snaplen: int, partial: int):
+        """One frame's plan (see process), read field by field; None unless eligible."""
         if length >= snaplen or length < 20:
             return None
         vihl, total, frag, proto, ip_csum, saddr, daddr = _IP.unpack_from(buf, off)
@@ -193,6 +478,7 @@ class FastPath:
             doff = (doff >> 4) << 2
             if doff < 20 or doff > l4_len:
                 return None
+            udp_len = 0
         elif proto == IPPROTO_UDP:
             if l4_len < 8:
                 return None
@@ -211,19 +497,20 @@ class FastPath:
             c = self._lookup_out(proto, saddr, sport, daddr, dport)
         if c < 0 or self._dest[c] < 0 or self._traced[c]:
             return None
-        client = (saddr, sport) if inbound else (daddr, dport)
-        return (off, ihl, proto, total, tcp_flags, inbound, c, ip_csum, l4_csum,
-                daddr if inbound else saddr, dport if inbound else sport, partial, client)
+        return (off, ihl, proto, total, tcp_flags, inbound, c, ip_csum, l4_csum, saddr, daddr,
+                sport, dport, partial, length, self._nat_of(c, inbound), udp_len)
 
-    def _split_ok(self, buf, plans, k: int, n: int, lengths, snaplen: int) -> bool:
+    def _split_ok(self, batch, plans, k: int, n: int) -> bool:
         """Conditions 3 and 4 of the module docstring for frames k..n-1. For 4, only a
         frame that could open or reuse a connection counts: UDP, or TCP with SYN set."""
         t = self.engine.table
         if t.capacity - len(t) < 2 * (n - k):
             return False
-        clients = {p[-1] for p in plans}
+        buf = batch.buf
+        snaplen = buf.shape[1]
+        clients = {(p[9], p[11]) if p[5] else (p[10], p[12]) for p in plans}
         for row in range(k, n):
-            off, length = row * snaplen, lengths[row]
+            off, length = row * snaplen, int(batch.length[row])
             if length < 20:
                 continue
             vihl, _, _, proto, _, saddr, _ = _IP.unpack_from(buf, off)
@@ -245,83 +532,3 @@ class FastPath:
         self._dest_cache[svc] = dv
         return dv
 
-    def _commit(self, batch, plans, now: float, stop_on_activity: bool) -> int:
-        """Advance and rewrite the planned frames in order; returns how many were done
-        (fewer only when `stop_on_activity` and a frame would cross active/inactive)."""
-        state, cflags, expires, dest, service = (self._state, self._flags, self._expires,
-                                                  self._dest, self._service)
-        dirty, control, timeouts = self._dirty, self._control, self._timeouts
-        services, dest_views = self.engine.services, self._dest_cache
-        buf, out_len = batch.buf, batch.length
-        pack16, pack32 = _U16.pack_into, _U32.pack_into
-        for done, (off, ihl, proto, total, tcp_flags, inbound, c, ip_csum, l4_csum, old_addr,
-                   old_port, partial, _) in enumerate(plans):
-            old = state[c]
-            if proto == IPPROTO_UDP:
-                new = _UDP_STATE
-            else:
-                new = (_IN_TABLE if inbound else _OUT_TABLE)[tcp_flags][old]
-            f = cflags[c]
-            was_active = not f & CONN_F_INACTIVE
-            moves = _ACTIVE[new] != was_active
-            if moves and stop_on_activity:
-                return done
-            # engine._transition for one packet: state, dirty mark, expires, ASSURED template
-            state[c] = new
-            if new != old:
-                dirty[c] = True
-            expires[c] = now + timeouts[new]
-            ctl = control[c]
-            if ctl >= 0 and (new == _ESTABLISHED or (proto == IPPROTO_UDP and not inbound)):
-                state[ctl] = ASSURED
-            # Accounting.transition: counter move with the INACTIVE flag, packets and bytes
-            d = dest[c]
-            svc = service[c]
-            dv = dest_views.get(svc)
-            if dv is None or dv[0] is not services[svc].dests.inpkts:
-                dv = self._dest_views(svc)
-            if moves:
-                delta = -1 if was_active else 1
-                cflags[c] = (f | CONN_F_INACTIVE) if was_active else (f & _ACTIVE_MASK)
-                dv[1][d] += delta
-                dv[2][d] -= delta
-            # nat.rewrite_dst / rewrite_src; RFC 1624 eqn 3: HC' = ~(~HC + ~m + m') over the
-            # changed 16-bit words: the address (IP header and, through the pseudo-header,
-            # the L4 checksum) and the port (L4 only)
-            if inbound:
-                dv[3][d] += 1
-                dv[4][d] += total
-                new_addr, new_port = self._daddr[c], self._dport[c]
-                addr_at, port_at = off + 16, off + ihl + 2
-            else:
-                dv[5][d] += 1
-                dv[6][d] += total
-                new_addr, new_port = self._vaddr[c], self._vport[c]
-                addr_at, port_at = off + 12, off + ihl
-            m = 0x1FFFE - (old_addr >> 16) - (old_addr & 0xFFFF) + (new_addr >> 16) \
-                + (new_addr & 0xFFFF)
-            x = 0xFFFF - ip_csum + m
-            x = (x & 0xFFFF) + (x >> 16)
-            pack16(buf, off + 10, 0xFFFF - ((x & 0xFFFF) + (x >> 16)))
-            if partial:
-                # CHECKSUM_PARTIAL: the field is the uncomplemented pseudo-header sum;
-                # P' = fold(P + ~old + new) for the address, the port is not in it
-                x = l4_csum + m
-                x = (x & 0xFFFF) + (x >> 16)
-                pack16(buf, off + ihl + (_UDP_CSUM_AT if proto == IPPROTO_UDP else _TCP_CSUM_AT),
-                       (x & 0xFFFF) + (x >> 16))
-                pack32(buf, addr_at, new_addr)
-                pack16(buf, port_at, new_port)
-                out_len[done] = total
-                continue
-            x = 0xFFFF - l4_csum + m + 0xFFFF - old_port + new_port
-            x = (x & 0xFFFF) + (x >> 16)
-            x = 0xFFFF - ((x & 0xFFFF) + (x >> 16))
-            if proto == IPPROTO_UDP:
-                pack16(buf, off + ihl + _UDP_CSUM_AT, x or 0xFFFF)   # RFC 768: 0 goes as all ones
-            else:
-                pack16(buf, off + ihl + _TCP_CSUM_AT, x)
-            pack32(buf, addr_at, new_addr)
-            pack16(buf, port_at, new_port)
-            out_len[done] = total                    # plans are rows 0, 1, ...
-        return len(plans)

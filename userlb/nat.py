@@ -2,11 +2,11 @@
 
 What it does: `rewrite_dst` (DNAT, inbound client→VIP:vport becomes
 client→RS:dport) and `rewrite_src` (SNAT, outbound RS:dport→client becomes
-VIP:vport→client) write the new address and port and patch the IPv4 header
-checksum and the TCP/UDP checksum with RFC 1624 incremental updates, for many
-rows at once with a fixed number of numpy operations. Each rewritten row's
-`batch.length` is set to its IPv4 total length: trailing bytes past the datagram
-are not written out.
+VIP:vport→client), or `rewrite` for rows of both kinds at once, write the new
+address and port and patch the IPv4 header checksum and the TCP/UDP checksum
+with RFC 1624 incremental updates, for many rows at once with a fixed number of
+numpy operations. Each rewritten row's `batch.length` is set to its IPv4 total
+length: trailing bytes past the datagram are not written out.
 
 Rows the TUN flagged NEEDS_CSUM (offload, `batch.vnet`; spec/perf.md A1) hold in
 the L4 checksum field the folded, uncomplemented pseudo-header sum that the kernel
@@ -58,6 +58,14 @@ def rewrite_src(batch: FrameBatch, rows, headers: Headers, new_saddr, new_sport)
     _rewrite(batch, rows, headers, IP_SADDR_OFFSET, SPORT_OFFSET, new_saddr, new_sport)
 
 
+def rewrite(batch: FrameBatch, rows, headers: Headers, inbound, new_addr, new_port) -> None:
+    """Both at once: DNAT the `inbound` rows, SNAT the others (one numpy pass, not two)."""
+    rows = np.asarray(rows, dtype=np.intp)
+    inbound = np.asarray(inbound, dtype=bool)
+    _rewrite(batch, rows, headers, np.where(inbound, IP_DADDR_OFFSET, IP_SADDR_OFFSET),
+             np.where(inbound, DPORT_OFFSET, SPORT_OFFSET), new_addr, new_port)
+
+
 def _words(cols: np.ndarray) -> np.ndarray:
     """(n, 2k) bytes → (n, k) big-endian 16-bit words as uint32."""
     return (cols[:, 0::2].astype(np.uint32) << 8) | cols[:, 1::2]
@@ -65,6 +73,7 @@ def _words(cols: np.ndarray) -> np.ndarray:
 
 def _rewrite(batch, rows, headers, addr_offset, port_offset, new_addr, new_port) -> None:
     """Shared DNAT/SNAT body: one gather of the 10 bytes involved, arithmetic, one scatter.
+    `addr_offset` and `port_offset` are one value or one per row.
 
     Byte columns: IP checksum (2), address (4), port (2), L4 checksum (2). The old
     values come from the frame itself, so a row is only ever patched relative to
@@ -78,7 +87,7 @@ def _rewrite(batch, rows, headers, addr_offset, port_offset, new_addr, new_port)
     l4_csum_at = ihl + np.where(is_udp, UDP_CSUM_OFFSET, TCP_CSUM_OFFSET)
     cols = np.empty((len(rows), 10), np.intp)
     cols[:, 0:2] = IP_CSUM_OFFSET + _PAIR
-    cols[:, 2:6] = addr_offset + np.arange(4)
+    cols[:, 2:6] = np.reshape(addr_offset, (-1, 1)) + np.arange(4)
     cols[:, 6:8] = (ihl + port_offset)[:, None] + _PAIR
     cols[:, 8:10] = l4_csum_at[:, None] + _PAIR
     row_idx = rows[:, None]

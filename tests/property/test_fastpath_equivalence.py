@@ -268,7 +268,7 @@ def test_new_flow_after_established_prefix_is_split_off():
 
 
 def test_default_threshold_routes_large_batches_to_the_vector_path():
-    eng = make_engine(1, 512, True, traced=0)
+    eng = make_engine(1, 1024, True, traced=0)
     eng.fast_max = engine_module.FAST_BATCH_MAX
     data, _ = _established(eng, 1.0)
     with patch.object(Engine, "process_vector", side_effect=AssertionError("vector")):
@@ -278,6 +278,33 @@ def test_default_threshold_routes_large_batches_to_the_vector_path():
                       engine_module.Verdict(np.zeros(0, np.int64), np.zeros(0, np.int64))):
         run_batch(eng, [data] * (eng.fast_max + 1), 2.0)
     assert seen == [eng.fast_max + 1]
+
+
+def test_large_batch_is_done_whole_or_not_at_all():
+    """Past split_max a batch with a frame the fast path defers goes to the vector path
+    whole, and so do the next one, two, four ... batches that large; one done here whole
+    resets that. Either way the bytes and the state are the vector path's."""
+    pair = _pair(table_size=512)
+    data, reply = _open_tcp(pair, CLIENTS[0], 1000)
+    size = pair[0].fast.split_max + 1
+    clean = [data, reply] * (size // 2) + [data] * (size % 2)
+    mixed = clean[:5] + [tcp(CLIENTS[1], VIP1, 1001, 80, 0x02)] + clean[6:]
+    seen = []
+    real = Engine.process_vector
+
+    def spy(self, batch, now):
+        if self is pair[0]:
+            seen.append(batch.count)
+        return real(self, batch, now)
+
+    with patch.object(Engine, "process_vector", spy):
+        _both(pair, mixed, 2.0)                # deferred: whole to the vector path
+        _both(pair, clean, 2.0)                # skipped once
+        _both(pair, clean, 2.0)                # done here whole: resets
+        _both(pair, mixed, 2.0)
+        _both(pair, clean, 2.0)
+        _both(pair, mixed[:pair[0].fast.split_max], 2.0)   # small batches split as before
+    assert seen == [size, size, size, size, size - 6]
 
 
 # -- deterministic cases the random walk reaches rarely ---------------------------------
@@ -405,3 +432,75 @@ def test_syn_reusing_a_connection_the_prefix_touched():
     rst = tcp(CLIENTS[0], VIP1, 1000, 80, 0x04)
     _both(pair, [rst], 2.0)                                     # CLOSE
     _both(pair, [b, tcp(CLIENTS[0], VIP1, 1000, 80, 0x02)], 3.0)
+
+
+# -- the fast path's lookup memos (fastpath.FastPath._memo, _out_memo) ------------------
+SHARED_SERVER = (VirtualService("tcp", VIP1, 80, "rr", (RealServer(R1, 8080),)),
+                 VirtualService("tcp", VIP2, 80, "rr", (RealServer(R1, 8080),)))
+
+
+def _shared_pair(seed: int) -> tuple[Engine, Engine]:
+    def make(fast: bool) -> Engine:
+        with patch.object(engine_module, "ConnTable", lambda n: ConnTable(n, seed=seed)):
+            eng = Engine(SHARED_SERVER, table_size=16)
+        eng.fast_max = 10**9 if fast else 0
+        return eng
+    return make(True), make(False)
+
+
+def _close_and_expire(pair, flows, now: float) -> None:
+    for client, cport in flows:
+        _both(pair, [tcp(client, VIP1, cport, 80, 0x04)], now)      # RST: CLOSE, 10 s
+    for eng in pair:
+        eng.expire(now + 20.0)
+
+
+def test_reply_after_an_equal_out_key_is_inserted():
+    """Two services on one real server give a client's connections to both VIPs equal OUT
+    keys; the lookup finds whichever comes first in probe order, and the second one's
+    insert usually goes ahead of the first (into a slot freed before it). A reply the fast
+    path has already looked up must then be looked up again, as the vector path does."""
+    second_first = 0
+    for seed in range(8):
+        pair = _shared_pair(seed)
+        fillers = [(f"10.0.2.{i}", 2000 + i) for i in range(6)]
+        for client, cport in fillers:
+            _open_tcp(pair, client, cport)
+        _open_tcp(pair, CLIENTS[0], 1000, VIP1)
+        _close_and_expire(pair, fillers, 2.0)
+        reply = tcp(R1, CLIENTS[0], 8080, 1000, 0x10, b"r")
+        _both(pair, [reply], 30.0)                     # the fast path remembers VIP1's
+        _open_tcp(pair, CLIENTS[0], 1000, VIP2, now=30.0)
+        _, written, _ = _both(pair, [reply], 31.0)
+        second_first += written[0][12:16] == bytes(map(int, VIP2.split(".")))
+    assert second_first > 0                            # the case did occur
+
+
+def test_entry_id_reused_by_another_flow():
+    """A connection the fast path has looked up both ways leaves the table, and its id
+    goes to a new flow: the old flow's frames must miss, the new one's must hit."""
+    pair = _pair(table_size=8)
+    old_in, old_out = _open_tcp(pair, CLIENTS[0], 1000)
+    _both(pair, [old_in, old_out], 2.0)
+    _close_and_expire(pair, [(CLIENTS[0], 1000)], 3.0)
+    new_in, new_out = _open_tcp(pair, CLIENTS[1], 1001, now=30.0)
+    _both(pair, [old_in, old_out, new_in, new_out], 31.0)
+    _both(pair, [new_in, new_out, old_in, old_out], 32.0)
+
+
+@pytest.mark.parametrize("snaplen", [30, 36, 40])
+def test_rows_narrower_than_the_one_read_header(snaplen):
+    """Rows narrower than fastpath._HDR go field by field (_plan_any), with the same
+    result: a 28-byte UDP datagram of a live flow both ways, and a cut TCP one."""
+    pair = _pair()
+    rs, rport = _udp_flow(pair, CLIENTS[0], 1000)
+    good, _ = _open_tcp(pair, CLIENTS[1], 1000)
+    frames_ = [udp(CLIENTS[0], VIP1, 1000, 53), udp(rs, CLIENTS[0], rport, 1000), good]
+    out = []
+    for eng in pair:
+        batch = FrameBatch.from_frames(frames_, snaplen=snaplen)
+        v = eng.process(batch, 2.0)
+        out.append(([batch.buf[r, :n].tobytes() for r, n in zip(v.rows.tolist(),
+                                                                 v.lengths.tolist())],
+                    state_of(eng)))
+    assert out[0] == out[1] and len(out[0][0]) >= 2

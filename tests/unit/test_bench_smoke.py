@@ -79,8 +79,12 @@ def test_conntable_report(reports):
 def test_engine_report(reports):
     p = reports["engine"]
     check_results(p)
-    assert [r["batch"] for r in p["results"]] == p["batches"]
+    assert p["workloads"] == ["tcp", "udp", "offload"]
+    assert [(r["workload"], r["batch"]) for r in p["results"]] == \
+        [(w, b) for w in p["workloads"] for b in p["batches"]]
     assert set(p["summary"]["us_per_packet"]) == {str(b) for b in p["batches"]}
+    for w in p["workloads"]:
+        assert set(p["summary"]["workloads"][w]["ratio"]) == {str(b) for b in p["batches"]}
 
 
 def test_sched_check_catches_a_wrong_batch_form(monkeypatch):

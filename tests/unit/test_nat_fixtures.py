@@ -80,3 +80,17 @@ def test_empty_rows_is_a_no_op() -> None:
     headers = parse_ipv4(batch)
     nat.rewrite_dst(batch, np.array([], np.intp), headers, np.array([], np.uint32), np.array([], np.uint16))
     assert np.array_equal(batch.buf, before)
+
+
+def test_fixtures_both_ways_in_one_call() -> None:
+    """nat.rewrite: the DNAT and SNAT fixtures interleaved in one batch, one call."""
+    chosen = [f for f in FIXTURES if f.action in ("dnat", "snat") and f.expected is not None]
+    batch = FrameBatch.from_frames([f.input for f in chosen])
+    headers = parse_ipv4(batch)
+    inbound = np.array([f.action == "dnat" for f in chosen])
+    assert headers.ok.all() and inbound.any() and not inbound.all()
+    nat.rewrite(batch, np.arange(len(chosen)), headers, inbound,
+                np.where(inbound, RS_ADDR, VIP_ADDR).astype(np.uint32),
+                np.where(inbound, RPORT, VPORT).astype(np.uint16))
+    for k, fx in enumerate(chosen):
+        assert batch.frame(k) == fx.expected, fx.description
