@@ -1,11 +1,14 @@
-"""python -m userlb.bench sched|conntable|engine|path|health [--smoke] [--out DIR] [--max-seconds S].
+"""python -m userlb.bench sched|conntable|engine|path|health [--smoke] [--out DIR] [OPTIONS].
 
 Runs one bench (or `all`), prints its ratio table on stdout and progress on
 stderr, and writes NAME.json and NAME.png into the results folder. `--smoke`
 shrinks every sweep so each bench finishes in a few seconds (what CI runs);
 full mode is bounded by --max-seconds per bench (a bench module may set its own
 DEFAULT_MAX_S: path, which drives real traffic through a namespace lab as root,
-takes up to 10 minutes; health, as root too, about 70 s). `main(argv)` is what `userlb bench ...` calls.
+takes up to 10 minutes; health, as root too, about 70 s). Options the common
+parser does not know go to the bench module's parse_options(argv) (path: --paths,
+--only); a bench without one refuses them. `main(argv)` is what `userlb bench ...`
+calls.
 """
 
 from __future__ import annotations
@@ -41,14 +44,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
     mode = "smoke" if args.smoke else "full"
     out = args.out if args.out is not None else default_out()
-    for bench in (list(BENCHES) if args.bench == "all" else [args.bench]):
-        module = importlib.import_module(BENCHES[bench])
+    benches = list(BENCHES) if args.bench == "all" else [args.bench]
+    modules = {bench: importlib.import_module(BENCHES[bench]) for bench in benches}
+    options = {}
+    for bench, module in modules.items():
+        if hasattr(module, "parse_options"):
+            options[bench] = module.parse_options(extra)
+        elif extra:
+            p.error(f"unrecognized arguments for {bench}: {' '.join(extra)}")
+    for bench, module in modules.items():
         budget = (args.max_seconds if args.max_seconds is not None
                   else getattr(module, "DEFAULT_MAX_S", DEFAULT_MAX_S)[mode])
-        payload = module.run(mode, budget, out, seed=args.seed)
+        payload = module.run(mode, budget, out, seed=args.seed, **options.get(bench, {}))
         print(f"wrote {payload['files']['json']}" +
               (f" and {payload['files']['png']}" if payload["files"]["png"] else ""))
     return 0

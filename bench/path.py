@@ -18,6 +18,11 @@ measures, every load bounded in time:
 It prints a table of every figure with the ratios userlb/kernel and userlb/C (and the
 same for userlb+offload) and
 writes path.json and path.png. `--smoke`: about a second per load, two sweep steps.
+`--paths userlb,c` runs a subset of the paths (ratios only where both sides ran),
+`--only udp` (or tcp, http; comma-separated) a subset of the loads; figures of a
+load not run are None. Each overload step also records where the missing packets
+went (pathload.drop_counters: the TUN's tx_dropped, the router's veth and backlog
+drops, the receivers' socket-buffer drops, and userlb's own drop counters).
 
 What it does not do: judge the ratios against issue targets, or run without root,
 /dev/net/tun, iperf3, wrk, nft and gcc (./dev test installs them).
@@ -28,6 +33,7 @@ reference) and "The TUN ceiling for small packets" (the C forwarder as the yards
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import statistics
@@ -43,6 +49,7 @@ RUN_ORDER = ("c", "userlb", "userlb+offload", "kernel")  # kernel last: its conn
 SHOW_ORDER = ("kernel", "c", "userlb", "userlb+offload")  # out of the TUN runs
 USERLB_PATHS = ("userlb", "userlb+offload")   # the paths given ratios vs kernel and C
 BASES = ("kernel", "c")
+PARTS = ("tcp", "udp", "http")              # the loads; --only picks some
 LOSS_FREE = 0.01                            # spec/perf.md: highest rate with <= 1 % loss
 FAILS_TO_STOP = 2                           # consecutive lossy steps that end a sweep
 OVERLOAD = (2, 4)
@@ -121,26 +128,40 @@ def measure_tcp(lab, path, p: dict, progress: Progress) -> list:
     return runs
 
 
-def measure_path(lab, path, p: dict, deadline: float, progress: Progress) -> dict:
-    """Every load against one data path, started and stopped here."""
+def overload_step(lab, path, k: int, base: float, p: dict, progress: Progress) -> dict:
+    """Paced UDP at k x the loss-free rate, with every drop counter around it."""
+    step = pathload.measured(lab, path.pid, pathload.udp_paced, k * base, p["overload_seconds"],
+                             counters=getattr(path, "counters", True))
+    step["overload_factor"] = k
+    drops = step["drops"]
+    progress.step(f"{path.name}: UDP at {k}x = {k * base:,.0f} pps offered -> "
+                  f"{step['delivered_pps']:,.0f} delivered (sent {step['sent_pps']:,.0f}; "
+                  f"lost {step['lost']:,}: " +
+                  ", ".join(f"{n} {v:,}" for n, v in drops.items() if v) + ")")
+    return step
+
+
+def measure_path(lab, path, p: dict, deadline: float, progress: Progress,
+                 only: tuple = PARTS) -> dict:
+    """The chosen loads (`only`) against one data path, started and stopped here."""
+    tcp, sweep, truncated, best, overload, http = [], [], False, None, [], None
     path.start()
     try:
         status = lab.http_get("/", timeout_s=5)[0]
         progress.step(f"{path.name}: up, HTTP through the VIP answers {status}")
-        tcp = measure_tcp(lab, path, p, progress)
-        reserve = len(OVERLOAD) * (p["overload_seconds"] + STEP_OVERHEAD_S) + p["http_seconds"] + 2
-        sweep, truncated = sweep_udp(lab, path, p, deadline - reserve, progress)
-        best = loss_free(sweep)
-        base = best["delivered_pps"] if best else p["udp_grid_pps"][0]
-        overload = []
-        for k in OVERLOAD:
-            overload.append(pathload.measured(lab, path.pid, pathload.udp_paced, k * base,
-                                              p["overload_seconds"]))
-            progress.step(f"{path.name}: UDP at {k}x = {k * base:,.0f} pps offered -> "
-                          f"{overload[-1]['delivered_pps']:,.0f} delivered")
-        http = pathload.measured(lab, path.pid, pathload.http_wrk, p["http_seconds"],
-                                 p["http_connections"])
-        progress.step(f"{path.name}: HTTP {http['requests_per_s']:,.0f} req/s")
+        if "tcp" in only:
+            tcp = measure_tcp(lab, path, p, progress)
+        if "udp" in only:
+            reserve = len(OVERLOAD) * (p["overload_seconds"] + STEP_OVERHEAD_S) + 2 + (
+                p["http_seconds"] if "http" in only else 0)
+            sweep, truncated = sweep_udp(lab, path, p, deadline - reserve, progress)
+            best = loss_free(sweep)
+            base = best["delivered_pps"] if best else p["udp_grid_pps"][0]
+            overload = [overload_step(lab, path, k, base, p, progress) for k in OVERLOAD]
+        if "http" in only:
+            http = pathload.measured(lab, path.pid, pathload.http_wrk, p["http_seconds"],
+                                     p["http_connections"])
+            progress.step(f"{path.name}: HTTP {http['requests_per_s']:,.0f} req/s")
     finally:
         detail = path.stop()
     return {"http_check_status": status, "tcp": tcp, "udp_sweep": sweep,
@@ -149,28 +170,35 @@ def measure_path(lab, path, p: dict, deadline: float, progress: Progress) -> dic
             "figures": figures(tcp, sweep, best, overload, http, p)}
 
 
-def figures(tcp: list, sweep: list, best: dict | None, overload: list, http: dict,
+def figures(tcp: list, sweep: list, best: dict | None, overload: list, http: dict | None,
             p: dict) -> dict:
-    mid = sorted(tcp, key=lambda r: r["gbps"])[len(tcp) // 2]        # the median run
+    """The table's figures; those of a load that was not run are None."""
+    out = dict.fromkeys([key for key, _, _ in FIGURES] + ["load_core_busy_tcp"])
+    if tcp:
+        mid = sorted(tcp, key=lambda r: r["gbps"])[len(tcp) // 2]        # the median run
+        out.update(tcp_gbps=statistics.median(r["gbps"] for r in tcp),
+                   router_us_per_packet_tcp=mid["router_core_us_per_packet"],
+                   router_core_busy_tcp=mid["router_core_busy"],
+                   load_core_busy_tcp=mid["load_core_busy"])
+    if http is not None:
+        out["http_requests_per_s"] = http["requests_per_s"]
+    if not sweep:
+        return out
     grid = p["udp_grid_pps"]
-    return {
-        "tcp_gbps": statistics.median(r["gbps"] for r in tcp),
+    out.update({
         "udp_loss_free_pps": best["delivered_pps"] if best else 0.0,
         "udp_2x_sent_pps": overload[0]["sent_pps"],
         "udp_2x_delivered_pps": overload[0]["delivered_pps"],
         "udp_4x_sent_pps": overload[1]["sent_pps"],
         "udp_4x_delivered_pps": overload[1]["delivered_pps"],
-        "http_requests_per_s": http["requests_per_s"],
         "router_us_per_packet_udp": best["router_core_us_per_packet"] if best else None,
         "forwarder_us_per_packet_udp": best["forwarder_us_per_packet"] if best else None,
-        "router_us_per_packet_tcp": mid["router_core_us_per_packet"],
-        "router_core_busy_tcp": mid["router_core_busy"],
-        "load_core_busy_tcp": mid["load_core_busy"],
         "udp_loss_free_at_grid_top": bool(best) and best["offered_pps_nominal"] == grid[-1],
         "udp_loss_free_sender_bound": bool(best) and best["sent_pps"] < 0.95 * best[
             "offered_pps_nominal"],
         "udp_limit": udp_limit(sweep, best),
-    }
+    })
+    return out
 
 
 def udp_limit(sweep: list, best: dict | None) -> str:
@@ -186,9 +214,12 @@ def udp_limit(sweep: list, best: dict | None) -> str:
 
 
 def ratios(paths: dict) -> dict:
+    """userlb (and userlb+offload) over kernel and over C, for the pairs that both ran."""
     out = {}
     for name in USERLB_PATHS:
         for base in BASES:
+            if name not in paths or base not in paths:
+                continue
             row = {}
             for key, _, _ in FIGURES:
                 a, b = paths[name]["figures"][key], paths[base]["figures"][key]
@@ -197,21 +228,32 @@ def ratios(paths: dict) -> dict:
     return out
 
 
+TITLES = {"kernel": "kernel", "c": "C (TUN)", "userlb": "userlb",
+          "userlb+offload": "userlb+offload"}
+
+
 def table(paths: dict, rat: dict) -> str:
     def cell(v):
         return "-" if v is None else float(v)
-    pairs = [f"{n}/{b}" for n in USERLB_PATHS for b in BASES]
-    rows = [[f"{label} ({unit})", *(cell(paths[n]["figures"][key]) for n in SHOW_ORDER),
+    shown = [n for n in SHOW_ORDER if n in paths]
+    pairs = list(rat)
+    rows = [[f"{label} ({unit})", *(cell(paths[n]["figures"][key]) for n in shown),
              *(cell(rat[r][key]) for r in pairs)]
             for key, label, unit in FIGURES]
-    heads = [f"{n}/{'C' if b == 'c' else b}" for n in USERLB_PATHS for b in BASES]
-    text = format_table(["figure", "kernel", "C (TUN)", "userlb", "userlb+offload", *heads],
-                        rows)
-    limits = "; ".join(f"{n}: {paths[n]['figures']['udp_limit']}" for n in SHOW_ORDER)
-    return f"{text}\n64-B UDP past the loss-free rate, the busier core: {limits}"
+    heads = [r.replace("/c", "/C") for r in pairs]
+    text = format_table(["figure", *(TITLES[n] for n in shown), *heads], rows)
+    limits = "; ".join(f"{n}: {paths[n]['figures']['udp_limit']}" for n in shown
+                       if paths[n]["figures"]["udp_limit"] is not None)
+    text += f"\n64-B UDP past the loss-free rate, the busier core: {limits}" if limits else ""
+    lost = "; ".join(f"{n} {s['overload_factor']}x: " + (", ".join(
+        f"{r} {v:,}" for r, v in s["drops"].items() if v) or "none counted") + f" of {s['lost']:,}"
+        for n in shown for s in paths[n]["overload"])
+    return text + (f"\n64-B UDP overload, lost packets by where they were dropped: {lost}"
+                   if lost else "")
 
 
-def run_lab(p: dict, budget: Budget, progress: Progress, setup: dict) -> dict:
+def run_lab(p: dict, budget: Budget, progress: Progress, setup: dict,
+            names: tuple = RUN_ORDER, only: tuple = PARTS) -> dict:
     paths = {}
     with pathlab.Lab(servers=3, clients=3) as lab:
         setup["cpu_split"] = pathlab.split_cpus(lab)
@@ -226,44 +268,70 @@ def run_lab(p: dict, budget: Budget, progress: Progress, setup: dict) -> dict:
                       "c": lambda: pathlab.CPath(lab, binary),
                       "userlb": lambda: pathlab.UserlbPath(lab),
                       "userlb+offload": lambda: pathlab.UserlbPath(lab, offload=True)}
-            for i, name in enumerate(RUN_ORDER):
-                deadline = time.monotonic() + budget.share(len(RUN_ORDER) - i)
-                paths[name] = measure_path(lab, makers[name](), p, deadline, progress)
+            for i, name in enumerate(names):
+                deadline = time.monotonic() + budget.share(len(names) - i)
+                paths[name] = measure_path(lab, makers[name](), p, deadline, progress, only)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return paths
 
 
-def run(mode: str, max_seconds: float, out: Path, seed: int = 1) -> dict:
+def _names(text: str, allowed: tuple, what: str) -> tuple:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names or not set(names) <= set(allowed):
+        raise argparse.ArgumentTypeError(f"a comma-separated subset of "
+                                         f"{','.join(allowed)}, not {text!r}")
+    return names
+
+
+def parse_options(argv: list[str]) -> dict:
+    """The path bench's own options: --paths NAME,NAME and --only LOAD,LOAD."""
+    p = argparse.ArgumentParser(prog="userlb bench path", add_help=False)
+    p.add_argument("--paths", type=lambda t: _names(t, SHOW_ORDER, "--paths"), default=None,
+                   help=f"run only these paths ({','.join(SHOW_ORDER)}; default all)")
+    p.add_argument("--only", type=lambda t: _names(t, PARTS, "--only"), default=None,
+                   help="run only these loads (tcp,udp,http; default all)")
+    args = p.parse_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def run(mode: str, max_seconds: float, out: Path, seed: int = 1,
+        paths: tuple | None = None, only: tuple | None = None) -> dict:
     if missing := missing_prerequisites():
         raise RuntimeError("the path bench needs " + ", ".join(missing) +
                            " (./dev test installs the tools)")
     p = PARAMS[mode]
+    names = tuple(n for n in RUN_ORDER if n in (paths or RUN_ORDER))
+    only = tuple(part for part in PARTS if part in (only or PARTS))
     budget = Budget(max_seconds)
-    progress = Progress("path", len(RUN_ORDER) * (1 + p["tcp_runs"] + len(p["udp_grid_pps"])
-                                                  + len(OVERLOAD) + 1))
+    steps = (("tcp" in only) * p["tcp_runs"] + ("http" in only)
+             + ("udp" in only) * (len(p["udp_grid_pps"]) + len(OVERLOAD)))
+    progress = Progress("path", len(names) * (1 + steps))
     setup = {"background_busy": background_busy(), "tools": pathlab.tool_versions(),
              "cfwd": "bench/cfwd.c -v (virtio header, TSO4/TSO6/CSUM offload), gcc -O2"}
     affinity = os.sched_getaffinity(0)
     if pathlab.cpu_split_possible():         # this process and what it starts: the load core
         os.sched_setaffinity(0, {pathlab.LOAD_CPU})
     try:
-        paths = run_lab(p, budget, progress, setup)
+        results = run_lab(p, budget, progress, setup, names, only)
     finally:
         os.sched_setaffinity(0, affinity)
-    rat = ratios(paths)
-    text = table(paths, rat)
+    rat = ratios(results)
+    text = table(results, rat)
     print(text)
     busy = max(setup["background_busy"].values())
     if busy > 0.1:
         print(f"note: the machine was {busy:.0%} busy before the run; figures are skewed",
               file=sys.stderr)
     payload = {"bench": "path", "meta": metadata(mode), "params": p, "setup": setup,
+               "selection": {"paths": list(names), "only": list(only)},
                "figures": [{"key": k, "label": l, "unit": u} for k, l, u in FIGURES],
-               "paths": {n: paths[n] for n in SHOW_ORDER}, "ratios": rat, "table": text,
+               "paths": {n: results[n] for n in SHOW_ORDER if n in results}, "ratios": rat,
+               "table": text,
                "elapsed_s": time.perf_counter() - budget.start, "files": {}}
     json_path = Path(out) / "path.json"
-    payload["files"] = {"json": str(json_path), "png": plot(Path(out) / "path.png", paths, rat)}
+    payload["files"] = {"json": str(json_path),
+                        "png": plot(Path(out) / "path.png", results, rat)}
     write_json(json_path, payload)
     return payload
 
@@ -279,17 +347,18 @@ def plot(path: Path, paths: dict, rat: dict) -> str | None:
         print("matplotlib is not installed: no plot written", file=sys.stderr)
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
-    for name in SHOW_ORDER:
+    for name in (n for n in SHOW_ORDER if n in paths):
         pts = sorted((s["sent_pps"] / 1e3, s["delivered_pps"] / 1e3)
                      for s in paths[name]["udp_sweep"] + paths[name]["overload"])
-        left.plot(*zip(*pts), marker="o", ms=3, label=name)
+        if pts:
+            left.plot(*zip(*pts), marker="o", ms=3, label=name)
     left.set(title="64-byte UDP through the router", xlabel="sent (kpps)",
              ylabel="delivered (kpps)")
     left.grid(True, lw=0.3)
     left.legend()
     keys = [k for k, _, _ in FIGURES]
-    pairs = [(n, b) for n in USERLB_PATHS for b in BASES]
-    width = 0.8 / len(pairs)
+    pairs = [tuple(r.split("/")) for r in rat]
+    width = 0.8 / max(1, len(pairs))
     for j, (name, base) in enumerate(pairs):
         ys = [rat[f"{name}/{base}"][k] or 0.0 for k in keys]
         right.bar([i + (j - (len(pairs) - 1) / 2) * width for i in range(len(keys))], ys,

@@ -250,6 +250,17 @@ class UserlbPath:
         except Exception as exc:  # a report detail, never a reason to fail the bench
             return {"error": str(exc)}
 
+    def counters(self) -> dict:
+        """userlb's own drop counters (engine drops by reason, the data path's refused
+        writes and the TUN's counters as `userlb show stats` reports them), flattened."""
+        stats = self.stats() or {}
+        out = {f"userlb_{k}": int(v) for k, v in stats.get("drops", {}).items()
+               if k != "tun_queue_full"}       # pathload reads the TUN's tx_dropped itself
+        for k, v in (stats.get("datapath") or {}).items():
+            if k in ("write_failures", "engine_errors"):
+                out[f"userlb_{k}"] = int(v)
+        return out
+
     def stop(self) -> dict:
         if self.balancer is None:
             return {}

@@ -5,8 +5,11 @@ parallel streams, iperf3 paced 64-byte UDP, wrk HTTP keep-alive), each client
 address against its own VIP port, and measures the router around it: packets
 the router received on its veths, the router core's busy time (wall clock less
 /proc/stat's idle), the forwarder process's CPU from /proc/PID/stat, and the
-TUN's drops. Every subprocess has a deadline; one that overruns it is killed
-and reported.
+TUN's drops. drop_counters() reads every place a packet can be dropped on its way
+(the TUN queue, the veths, the router core's backlog, the receivers' and senders'
+UDP socket buffers, and the forwarder's own counters when it has them), so an
+overload step says where the lost packets went. Every subprocess has a deadline;
+one that overruns it is killed and reported.
 
 What it does not do: pick rates or decide what is loss-free (path.py does).
 
@@ -108,6 +111,58 @@ def router_figures(a: Snapshot, b: Snapshot) -> dict:
             "tun_tx_dropped": b.tun_tx_dropped - a.tun_tx_dropped}
 
 
+def _softnet_dropped(cpu: int) -> int:
+    """Column 2 of /proc/net/softnet_stat (input backlog full) for one CPU (column 13 is
+    the CPU number on kernels >= 5.10; else rows are the online CPUs in order)."""
+    try:
+        with open("/proc/net/softnet_stat") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return 0
+    for i, row in enumerate(rows):
+        if (int(row[12], 16) if len(row) >= 13 else i) == cpu:
+            return int(row[1], 16)
+    return 0
+
+
+def _udp_errors(ns: str) -> tuple[int, int]:
+    """(RcvbufErrors, SndbufErrors) of UDP in one namespace's /proc/net/snmp."""
+    out = subprocess.run(exec_argv(ns, ["cat", "/proc/net/snmp"]), capture_output=True,
+                         text=True, check=False).stdout
+    rows = [line.split()[1:] for line in out.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2:
+        return 0, 0
+    udp = dict(zip(rows[0], (int(v) for v in rows[1])))
+    return udp.get("RcvbufErrors", 0), udp.get("SndbufErrors", 0)
+
+
+def _veth_dropped(ns: str) -> int:
+    """rx_dropped + tx_dropped of every link but the TUN in one namespace."""
+    out = ip_cmd(ns, "-s", "-j", "link", "show").stdout
+    total = 0
+    for link in json.loads(out):
+        if link["ifname"] != TUN_NAME:
+            stats = link.get("stats64", {})
+            total += stats.get("rx", {}).get("dropped", 0) + stats.get("tx", {}).get("dropped", 0)
+    return total
+
+
+def drop_counters(lab: Lab, counters=None) -> dict:
+    """Every drop counter a lost packet can land in, cumulative; `counters()` adds the
+    forwarder's own (userlb's drops by reason), each an int."""
+    servers = [lab.server_ns(i) for i in range(lab.servers)]
+    out = {"tun_tx_dropped": _link_stats(lab)[1],
+           "router_backlog_dropped": _softnet_dropped(ROUTER_CPU),
+           "load_backlog_dropped": _softnet_dropped(LOAD_CPU) if LOAD_CPU != ROUTER_CPU else 0,
+           "veth_dropped": sum(_veth_dropped(ns) for ns in (lab.router_ns, lab.client_ns,
+                                                             *servers)),
+           "receiver_rcvbuf_errors": sum(_udp_errors(ns)[0] for ns in servers),
+           "sender_sndbuf_errors": _udp_errors(lab.client_ns)[1]}
+    if counters is not None:
+        out.update(counters())
+    return out
+
+
 def run_parallel(argvs: list[list[str]], timeout_s: float) -> list[tuple[int, str, str]]:
     """Start every argv at once; wait for all until the deadline, then kill stragglers."""
     procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -190,9 +245,17 @@ def http_wrk(lab: Lab, seconds: int, connections: int) -> dict:
     return result
 
 
-def measured(lab: Lab, pid: int | None, load, *args) -> dict:
-    """load(lab, *args) between two router snapshots: its result plus the router's figures."""
+def measured(lab: Lab, pid: int | None, load, *args, counters=None) -> dict:
+    """load(lab, *args) between two router snapshots: its result plus the router's figures.
+    With `counters` (a callable, or True for none of the forwarder's own) the result also
+    has "drops": how much each drop counter grew during the load."""
+    if counters is not None:
+        drops_before = drop_counters(lab, counters if callable(counters) else None)
     before = snapshot(lab, pid)
     result = load(lab, *args)
     after = snapshot(lab, pid)
-    return {**result, **router_figures(before, after)}
+    out = {**result, **router_figures(before, after)}
+    if counters is not None:
+        drops_after = drop_counters(lab, counters if callable(counters) else None)
+        out["drops"] = {k: v - drops_before.get(k, 0) for k, v in drops_after.items()}
+    return out

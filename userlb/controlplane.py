@@ -6,7 +6,9 @@ reload`): parse the file again, diff it against the running config and apply the
 differences between batches (reload.py). A file with errors changes nothing and
 the reply says why; established connections, health state and the HA role are
 untouched. Engine work always goes through DataPath.call, so it runs on the
-data-path thread.
+data-path thread. `stats` (control socket) and the metrics add the TUN's kernel
+counters (tunstats, read here by netlink, never on the data path) and the data
+path's, so the overload drops (tun_queue_full) stand next to the engine's.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import dataclasses
 import logging
 import signal
 
-from userlb import configload, estimator, reload
+from userlb import configload, estimator, reload, snapshot, tunstats
 from userlb.config import ConfigError
 from userlb.configdiff import diff
 from userlb.control import ControlServer
@@ -27,8 +29,10 @@ ESTIMATOR_PERIOD_S = 2.0      # ip_vs_est: every 2 s
 
 
 class ControlPlane:
-    def __init__(self, cfg, path: str, datapath, plumbing=None, ha_config=None) -> None:
+    def __init__(self, cfg, path: str, datapath, plumbing=None, ha_config=None,
+                 tun_name: str | None = None) -> None:
         self.cfg = cfg
+        self.tun_name = tun_name or cfg.router.tun
         self.path = path
         self.datapath = datapath
         self.plumbing = plumbing
@@ -65,7 +69,8 @@ class ControlPlane:
             self.ha = HaRunner(self.ha_config, self.plumbing, self.datapath)
         self.control = ControlServer(self.cfg.router.ctl_socket, self.datapath,
                                      health=self.health, ha=self.ha,
-                                     loop_commands={"reload": self.reload})
+                                     loop_commands={"reload": self.reload,
+                                                    "stats": self.stats})
         await self.control.start()
         if self.ha is not None:
             await self.ha.start()
@@ -97,6 +102,28 @@ class ControlPlane:
             await asyncio.sleep(ESTIMATOR_PERIOD_S)
             await self.call(lambda engine, now: estimator.tick(engine, now))
 
+    # -- drops at the edge ----------------------------------------------------------------
+    def _datapath_counters(self) -> dict | None:
+        """Runs on the data-path thread (inside a call), so it is one consistent look."""
+        counters = getattr(self.datapath, "counters", None)
+        return counters() if counters is not None else None
+
+    def _tun_counters(self) -> dict | None:
+        try:
+            return tunstats.tun_counters(self.tun_name)
+        except Exception as exc:     # netlink trouble: report the rest, and say so in the log
+            log.warning("cannot read the TUN's counters: %s", exc)
+            return None
+
+    async def stats(self, args: dict) -> dict:
+        """The control socket's `stats`: the engine's, the data path's and the TUN's."""
+        stats, datapath = await self.call(lambda engine, now: (snapshot.stats(engine),
+                                                               self._datapath_counters()))
+        tun = await asyncio.to_thread(self._tun_counters)
+        out = snapshot.with_edge(stats, tun, datapath)
+        out["ha"] = self.ha.status() if self.ha is not None else None
+        return out
+
     # -- metrics ----------------------------------------------------------------------
     def _start_metrics(self, loop) -> None:
         from prometheus_client import CollectorRegistry, start_http_server
@@ -115,8 +142,9 @@ class ControlPlane:
         if self.ha is not None:
             ha = asyncio.run_coroutine_threadsafe(self._ha_status(), loop).result(5)
         health_of = self.health.health_of if self.health is not None else None
-        return self.datapath.call(lambda engine, now: metrics.snapshot_for_metrics(
-            engine, now, health_of=health_of, ha=ha)).result(5)
+        snap, datapath = self.datapath.call(lambda engine, now: (metrics.snapshot_for_metrics(
+            engine, now, health_of=health_of, ha=ha), self._datapath_counters())).result(5)
+        return metrics.with_edge(snap, self._tun_counters(), datapath)
 
     async def _ha_status(self) -> dict:
         return self.ha.status()

@@ -3,7 +3,8 @@
 Start-up order: load the config (TOML, lvs.cf or keepalived.conf; errors →
 `path:line: message`, exit 2), open the TUN (one fd per queue), install the
 plumbing, start the data-path threads (one per queue), run the control plane
-(controlplane.py) on a uvloop loop until SIGINT/SIGTERM. Shutdown undoes it all
+(controlplane.py) on a uvloop loop until SIGINT/SIGTERM. The plumbing bounds the
+TUN's queue to two read batches (plumbing.tun_queue_length). Shutdown undoes it all
 in reverse order, also when start-up fails half way. With an [ha] table the
 VIPs are not claimed at start: ha/runner.py claims them when this router becomes
 master and sends a priority-0 advert and releases them at shutdown.
@@ -18,7 +19,7 @@ from userlb import configload, logs, tcpstate
 from userlb.config import ConfigError
 from userlb.controlplane import ControlPlane
 from userlb.engine import Engine
-from userlb.plumbing import RouterPlumbing
+from userlb.plumbing import RouterPlumbing, tun_queue_length
 from userlb.tun import open_queues
 from userlb.worker import Workers
 
@@ -63,12 +64,13 @@ def run(path: str) -> int:
         plumbing = RouterPlumbing(r.tun, r.client_interface, r.server_interface,
                                   sorted({s.vip for s in cfg.services if not s.fwmark} |
                                          {m[1] for s in cfg.services for m in s.match}),
-                                  gateway=gateway)
+                                  gateway=gateway, txqueuelen=tun_queue_length(r.batch_size))
         plumbing.install(claim=ha is None)       # with HA the runner claims on becoming master
         datapath = Workers(engine, queues, batch_size=r.batch_size, io=r.io)
         datapath.start()
         import uvloop
-        uvloop.run(ControlPlane(cfg, path, datapath, plumbing, ha).run())
+        uvloop.run(ControlPlane(cfg, path, datapath, plumbing, ha,
+                                tun_name=queues[0].name).run())
     finally:
         if datapath is not None:
             datapath.stop()

@@ -2,7 +2,12 @@
 
 Every frame the engine reads is either written back or counted under exactly
 one of these reasons (style rule 11). This module only names the reasons; the
-parser, the NAT and the engine assign them, and stats.py counts them.
+parser, the NAT and the engine assign them, and the engine counts them.
+
+EDGE_DROP_REASONS names the two drops outside the engine, which the control plane
+reports next to the engine's (snapshot.edge_drops): frames the kernel dropped
+because the TUN's queue was full (the device's tx_dropped: userlb fell behind,
+the overload drop), and frames the kernel refused when userlb wrote them back.
 """
 
 from enum import IntEnum
@@ -36,3 +41,10 @@ class DropReason(IntEnum):
 
 
 DROP_REASON_NAMES = {r: r.name.lower() for r in DropReason}
+
+
+EDGE_DROP_REASONS = {
+    "tun_queue_full": "the kernel found the TUN queue full and dropped the frame before "
+                      "userlb read it (the device's tx_dropped): overload",
+    "write_refused": "the kernel refused a frame userlb wrote back to the TUN",
+}

@@ -17,14 +17,21 @@ if given, the HA role and transitions. `UserlbCollector(source)` turns whatever
   per service: userlb_service_info{scheduler}, userlb_service_connections_total,
   userlb_service_packets_total{direction}, userlb_service_bytes_total{direction}
   and their _per_second rates;
-  global: userlb_drops_total{reason}, userlb_passed_unmodified_total,
-  userlb_connection_table_entries, userlb_connection_table_size,
-  userlb_ha_role{role}, userlb_ha_transitions_total.
+  global: userlb_drops_total{reason} (the engine's reasons, and with_edge()'s
+  tun_queue_full and write_refused: drops.EDGE_DROP_REASONS),
+  userlb_passed_unmodified_total, userlb_connection_table_entries,
+  userlb_connection_table_size, userlb_tun_queue_length,
+  userlb_tun_frames_total{direction} ("to_userlb": the kernel queued it for userlb,
+  "from_userlb": userlb wrote it), userlb_ha_role{role}, userlb_ha_transitions_total.
 
 Counters are the raw ones, never reset by `ipvsadm -Z` (which moves the
 estimator's base only), so rate() over them is right. A real server is up (1)
 when its health is "up" or "unchecked" (no checker: IPVS sends it traffic), down
 (0) when "down" or "pending".
+
+`with_edge(snap, tun, datapath)` adds what the engine cannot see: the TUN's
+counters (tunstats.tun_counters, read by the control plane) and the data path's
+(DataPath.counters()).
 
 What it does not do: serve HTTP (the daemon's edge starts
 prometheus_client.start_http_server on the configured address) or take the
@@ -86,6 +93,13 @@ def snapshot_for_metrics(engine, now: float, rates: estimator.Estimator | None =
         transitions = ha.get("counters", {}).get("transitions", len(ha.get("transitions", ())))
         out["ha"] = {"role": str(ha.get("state", "")).lower(), "transitions": int(transitions)}
     return out
+
+
+def with_edge(snap: dict, tun: dict | None, datapath: dict | None) -> dict:
+    """`snap` with the edge drops under "drops" (zeros too, as the engine's reasons are)
+    and the TUN's counters under "tun"; a source that is None adds nothing."""
+    return {**snap, "drops": {**snap["drops"], **snapshot.edge_drops(tun, datapath)},
+            "tun": tun}
 
 
 class UserlbCollector(Collector):
@@ -180,6 +194,16 @@ def _global_families(snap: dict) -> Iterator:
                             value=snap.get("connections", 0))
     yield GaugeMetricFamily("userlb_connection_table_size", "Connection table capacity",
                             value=snap.get("table_size", 0))
+    tun = snap.get("tun")
+    if tun is not None:
+        yield GaugeMetricFamily("userlb_tun_queue_length", "The TUN's txqueuelen: frames the "
+                                "kernel queues for userlb before it drops (tun_queue_full)",
+                                value=tun["txqueuelen"])
+        frames = CounterMetricFamily("userlb_tun_frames", "Frames through the TUN device",
+                                     labels=["direction"])
+        frames.add_metric(["to_userlb"], tun["tx_packets"])
+        frames.add_metric(["from_userlb"], tun["rx_packets"])
+        yield frames
     ha = snap.get("ha")
     if ha is None:
         return

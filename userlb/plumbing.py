@@ -8,7 +8,11 @@ install() makes the router hand VIP traffic and real-server replies to userlb:
   answers ARP for the VIP (proxy_delay 0: answer at once);
 - IPv4 forwarding on, reverse-path filtering off for the TUN (packets written
   back carry client or real-server sources that are not routed via the TUN),
-  ICMP redirects off.
+  ICMP redirects off;
+- the TUN's queue bounded to `txqueuelen` frames (tun_queue_length: two read
+  batches, at least TUN_TXQUEUELEN), so that under overload the kernel drops the
+  excess at once and counts it (the device's tx_dropped, reported as the
+  tun_queue_full drop) instead of queueing it behind a growing delay.
 The VIP part (routes, proxy ARP, the floating gateway address the real servers
 use) is claim()/release(), so an HA backup can install the rest and claim the
 VIPs on takeover. remove() undoes exactly what was done, in reverse order,
@@ -30,6 +34,20 @@ from pyroute2.netlink.rtnl.ndmsg import NTF_PROXY
 log = logging.getLogger("userlb.plumbing")
 
 SYSCTL = Path("/proc/sys/net")
+TUN_TXQUEUELEN = 512
+"""Frames the kernel may queue on the TUN for userlb to read; past them it drops
+(tx_dropped). Under overload the queue is always full, so its length buys no
+throughput, only delay: 512 frames wait about 10 ms at 50 kpps. Below the loss-free
+rate it must absorb what arrives while userlb processes one batch and while it is
+off the CPU for a scheduler tick (4 ms at HZ=250): at 50 kpps each is about 200-250
+frames, i.e. two batches of the default 256. The kernel's own default for a TUN is
+500 (a txqueuelen others may have raised, e.g. by a udev rule, is put back to this)."""
+
+
+def tun_queue_length(batch_size: int) -> int:
+    """The TUN's txqueuelen for a data path reading `batch_size` frames per batch: two
+    batches (one in the engine, one arriving meanwhile), at least TUN_TXQUEUELEN."""
+    return max(TUN_TXQUEUELEN, 2 * batch_size)
 
 
 @dataclass
@@ -43,6 +61,8 @@ class RouterPlumbing:
     gateway: str | None = None
     """Floating address (with prefix, e.g. "198.18.2.1/24") the real servers route through;
     claimed and released with the VIPs (lvs.cf nat_router)."""
+    txqueuelen: int | None = TUN_TXQUEUELEN
+    """The TUN's queue length (None: leave it as it is)."""
     _undo: list = field(default_factory=list)
     _claimed: list = field(default_factory=list)
     _ipr: IPRoute | None = None
@@ -72,6 +92,7 @@ class RouterPlumbing:
         self._sysctl("ipv4/conf/all/send_redirects", "0")
         self._sysctl(f"ipv4/conf/{self.client_interface}/send_redirects", "0")
         self._sysctl(f"ipv4/neigh/{self.client_interface}/proxy_delay", "0")
+        self._queue_length(tun)
         self._ipr.route("add", dst="0.0.0.0/0", oif=tun, table=self.table)
         self._undo.append(lambda: self._ipr.route("del", dst="0.0.0.0/0", oif=tun,
                                                   table=self.table))
@@ -89,6 +110,14 @@ class RouterPlumbing:
             self._sweep()
         log.info("plumbing installed: %d VIP(s) via %s, replies from %s%s", len(self.vips),
                  self.tun, self.server_interface, "" if claim else " (VIPs not claimed)")
+
+    def _queue_length(self, tun: int) -> None:
+        if self.txqueuelen is None:
+            return
+        old = self._ipr.get_links(tun)[0].get_attr("IFLA_TXQLEN")
+        if old != self.txqueuelen:
+            self._ipr.link("set", index=tun, txqlen=self.txqueuelen)
+            self._undo.append(lambda: self._ipr.link("set", index=tun, txqlen=old))
 
     def _gateway_parts(self) -> tuple[str, int]:
         addr, _, prefix = self.gateway.partition("/")

@@ -1,7 +1,10 @@
 """Read-only views of the engine for listings, metrics and the control socket.
 
 Plain dicts of plain values (JSON-ready), taken on the data-path thread so
-they are consistent with one moment. Decides nothing.
+they are consistent with one moment. with_edge() adds, on the control plane's
+side, what the engine cannot see: the TUN device's counters (tunstats) and the
+data-path thread's, with their drops under drops.EDGE_DROP_REASONS next to the
+engine's. Decides nothing.
 """
 
 from __future__ import annotations
@@ -60,3 +63,22 @@ def connections(engine, now: float) -> list[dict]:
 def stats(engine) -> dict:
     return {"drops": engine.drop_counts(), "passed_unmodified": engine.passed,
             "connections": len(engine.table), "table_size": engine.table.capacity}
+
+
+def edge_drops(tun: dict | None, datapath: dict | None) -> dict[str, int]:
+    """drops.EDGE_DROP_REASONS from the TUN's counters (tunstats.tun_counters) and the
+    data path's (DataPath.counters()); a source that is None gives none."""
+    out = {}
+    if tun is not None:
+        out["tun_queue_full"] = int(tun.get("tx_dropped", 0))
+    if datapath is not None:
+        out["write_refused"] = int(datapath.get("write_failures", 0))
+    return out
+
+
+def with_edge(stats_: dict, tun: dict | None, datapath: dict | None) -> dict:
+    """`stats` (above) plus "tun" and "datapath" sections, and the edge drops that are not
+    zero under "drops" (as engine.drop_counts lists only reasons that happened)."""
+    drops = dict(stats_["drops"])
+    drops.update({k: v for k, v in edge_drops(tun, datapath).items() if v})
+    return {**stats_, "drops": drops, "tun": tun, "datapath": datapath}

@@ -1,0 +1,68 @@
+"""Overload at the TUN: a bounded queue, and every frame the kernel could not queue for
+userlb counted (tun_queue_full) next to the engine's drops in `stats`.
+
+The balancer is stopped (SIGSTOP) while the client sends three queues' worth of UDP to
+the VIP, so the kernel must drop what does not fit; after SIGCONT `stats` must account
+for every datagram, as read by userlb or dropped at the full queue.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+
+import pytest
+
+from userlb import ctlclient
+from userlb.lab import ECHO_PORT, VIP, Lab
+from userlb.plumbing import TUN_TXQUEUELEN
+from userlb.tunstats import tun_counters
+from userlb.netns import in_namespace
+
+pytestmark = [pytest.mark.root, pytest.mark.tun]
+
+BATCH = 256
+
+
+def test_full_tun_queue_drops_are_counted_and_the_queue_is_bounded():
+    with Lab(servers=1) as lab:
+        balancer = lab.start_balancer(lab.config_text(scheduler="rr",
+                                                      extra=f"batch_size = {BATCH}"))
+        before = ctlclient.request(balancer.ctl_path, "stats")
+        assert before["tun"]["txqueuelen"] == TUN_TXQUEUELEN
+        assert before["datapath"]["write_failures"] == 0
+        sent = 3 * TUN_TXQUEUELEN
+        sock = lab.client_socket(socket.SOCK_DGRAM)
+        balancer.proc.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(sent):
+                sock.sendto(i.to_bytes(4, "big"), (VIP, ECHO_PORT))
+            stopped = in_namespace(lab.router_ns, tun_counters, "ulb0")
+        finally:
+            balancer.proc.send_signal(signal.SIGCONT)
+            sock.close()
+        after = ctlclient.request(balancer.ctl_path, "stats")
+        tun0, tun1 = before["tun"], after["tun"]
+        dropped = tun1["tx_dropped"] - tun0["tx_dropped"]
+        # at most the queue (and the reads in flight when it stopped) got through
+        assert dropped >= sent - TUN_TXQUEUELEN - BATCH
+        assert stopped["tx_dropped"] - tun0["tx_dropped"] == dropped
+        assert (tun1["tx_packets"] - tun0["tx_packets"]) + dropped >= sent
+        assert after["drops"]["tun_queue_full"] == tun1["tx_dropped"]
+
+
+def test_plumbing_restores_the_queue_length_it_changed():
+    from userlb.lab import ROUTER_CLIENT_IF, ROUTER_SERVER_IF
+    from userlb.netns import ip_cmd
+    from userlb.plumbing import RouterPlumbing
+    with Lab(servers=1) as lab:
+        r = lab.router_ns
+        ip_cmd(r, "tuntap", "add", "dev", "ulbq0", "mode", "tun")
+        ip_cmd(r, "link", "set", "ulbq0", "txqueuelen", "3000", "up")
+        plumbing = RouterPlumbing("ulbq0", ROUTER_CLIENT_IF, ROUTER_SERVER_IF, [VIP])
+        in_namespace(r, plumbing.install)
+        try:
+            assert in_namespace(r, tun_counters, "ulbq0")["txqueuelen"] == TUN_TXQUEUELEN
+        finally:
+            in_namespace(r, plumbing.remove)
+        assert in_namespace(r, tun_counters, "ulbq0")["txqueuelen"] == 3000
