@@ -2,10 +2,11 @@
 
 What it does: builds one namespace lab (3 clients, a router, 3 real servers),
 splits the two cores as spec/perf.md B1 (router core vs load core), and runs the
-four data paths one after the other on it (pathlab: nftables DNAT with
-conntrack; bench/cfwd.c on userlb's TUN plumbing; `userlb run`; `userlb run` with
-`[router] offload = true`, "userlb+offload"). For each it
-measures, every load bounded in time:
+data paths one after the other on it (pathlab: nftables DNAT with conntrack;
+bench/cfwd.c on userlb's TUN plumbing; `userlb run` without and with `[router]
+offload = true`, "userlb" and "userlb+offload"; with `--paths all` also userlb's
+TUN I/O variants for small packets, USERLB_VARIANTS: io = "read", io = "sqpoll",
+two queues). For each it measures, every load bounded in time:
 - TCP bulk Gbit/s: iperf3 -P 2 from each of the 3 client addresses (median of runs);
 - the 64-byte UDP loss-free rate: a sweep of paced iperf3 -u -l 64 -b RATE, the
   delivered packets/s at the highest rate with <= 1 % loss;
@@ -15,11 +16,10 @@ measures, every load bounded in time:
 - router CPU per packet: the router core's busy time (wall clock less /proc/stat's
   idle) and the forwarder's own CPU (/proc/PID/stat) over the packets the router
   received (a GSO super-packet counts once).
-It prints a table of every figure with the ratios userlb/kernel and userlb/C (and the
-same for userlb+offload) and
-writes path.json and path.png. `--smoke`: about a second per load, two sweep steps.
-`--paths userlb,c` runs a subset of the paths (ratios only where both sides ran),
-`--only udp` (or tcp, http; comma-separated) a subset of the loads; figures of a
+It prints a table of every figure with the ratios of each userlb path over the
+kernel and over C, and writes path.json and path.png. `--smoke`: about a second
+per load, two sweep steps. `--paths userlb,c` runs those paths (`all`: every one;
+ratios only where both sides ran), `--only udp` (or tcp, http; comma-separated) a subset of the loads; figures of a
 load not run are None. Each overload step also records where the missing packets
 went (pathload.drop_counters: the TUN's tx_dropped, the router's veth and backlog
 drops, the receivers' socket-buffer drops, and userlb's own drop counters).
@@ -45,11 +45,23 @@ from userlb.bench import pathlab, pathload
 from userlb.bench.harness import Budget, Progress, format_table, metadata, write_json
 
 DEFAULT_MAX_S = {"full": 600.0, "smoke": 150.0}
-RUN_ORDER = ("c", "userlb", "userlb+offload", "kernel")  # kernel last: its conntrack stays
-SHOW_ORDER = ("kernel", "c", "userlb", "userlb+offload")  # out of the TUN runs
-USERLB_PATHS = ("userlb", "userlb+offload")   # the paths given ratios vs kernel and C
-BASES = ("kernel", "c")
 PARTS = ("tcp", "udp", "http")              # the loads; --only picks some
+# userlb's variants: name -> ([router] lines, pinned to the router core, the loads it runs).
+# The io and queue variants answer the small-packet target only (64-B UDP); the SQPOLL
+# kernel thread and the second queue's worker are meant to use a second core, so those
+# two run unpinned (on this 2-core lab, the load core).
+USERLB_VARIANTS = {
+    "userlb": ("offload = false", True, PARTS),
+    "userlb+offload": ("offload = true", True, PARTS),
+    "userlb+read": ('offload = false\nio = "read"', True, ("udp",)),
+    "userlb+sqpoll": ('offload = false\nio = "sqpoll"', False, ("udp",)),
+    "userlb+2q": ("offload = false\nqueues = 2", False, ("udp",)),
+}
+USERLB_PATHS = tuple(USERLB_VARIANTS)        # the paths given ratios vs kernel and C
+RUN_ORDER = ("c", *USERLB_PATHS, "kernel")   # kernel last: its conntrack stays out of the
+SHOW_ORDER = ("kernel", "c", *USERLB_PATHS)  # TUN runs
+DEFAULT_PATHS = ("c", "userlb", "userlb+offload", "kernel")
+BASES = ("kernel", "c")
 LOSS_FREE = 0.01                            # spec/perf.md: highest rate with <= 1 % loss
 FAILS_TO_STOP = 2                           # consecutive lossy steps that end a sweep
 OVERLOAD = (2, 4)
@@ -228,8 +240,7 @@ def ratios(paths: dict) -> dict:
     return out
 
 
-TITLES = {"kernel": "kernel", "c": "C (TUN)", "userlb": "userlb",
-          "userlb+offload": "userlb+offload"}
+TITLES = {"kernel": "kernel", "c": "C (TUN)", **{n: n for n in USERLB_PATHS}}
 
 
 def table(paths: dict, rat: dict) -> str:
@@ -264,19 +275,31 @@ def run_lab(p: dict, budget: Budget, progress: Progress, setup: dict,
         tmp = pathlab.tempdir()
         try:
             binary = pathlab.build_cfwd(tmp)
-            makers = {"kernel": lambda: pathlab.KernelPath(lab),
-                      "c": lambda: pathlab.CPath(lab, binary),
-                      "userlb": lambda: pathlab.UserlbPath(lab),
-                      "userlb+offload": lambda: pathlab.UserlbPath(lab, offload=True)}
             for i, name in enumerate(names):
                 deadline = time.monotonic() + budget.share(len(names) - i)
-                paths[name] = measure_path(lab, makers[name](), p, deadline, progress, only)
+                if name == "kernel":
+                    path = pathlab.KernelPath(lab)
+                elif name == "c":
+                    path = pathlab.CPath(lab, binary)
+                else:
+                    router, pinned, _ = USERLB_VARIANTS[name]
+                    path = pathlab.UserlbPath(lab, name, router, pinned)
+                paths[name] = measure_path(lab, path, p, deadline, progress,
+                                           loads_of(name, only))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return paths
 
 
+def loads_of(name: str, only: tuple) -> tuple:
+    """The loads `name` runs among those asked for."""
+    mine = USERLB_VARIANTS[name][2] if name in USERLB_VARIANTS else PARTS
+    return tuple(part for part in only if part in mine)
+
+
 def _names(text: str, allowed: tuple, what: str) -> tuple:
+    if text == "all":
+        return allowed
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names or not set(names) <= set(allowed):
         raise argparse.ArgumentTypeError(f"a comma-separated subset of "
@@ -288,7 +311,8 @@ def parse_options(argv: list[str]) -> dict:
     """The path bench's own options: --paths NAME,NAME and --only LOAD,LOAD."""
     p = argparse.ArgumentParser(prog="userlb bench path", add_help=False)
     p.add_argument("--paths", type=lambda t: _names(t, SHOW_ORDER, "--paths"), default=None,
-                   help=f"run only these paths ({','.join(SHOW_ORDER)}; default all)")
+                   help=f"run these paths ({','.join(SHOW_ORDER)}, or all; "
+                        f"default {','.join(DEFAULT_PATHS)})")
     p.add_argument("--only", type=lambda t: _names(t, PARTS, "--only"), default=None,
                    help="run only these loads (tcp,udp,http; default all)")
     args = p.parse_args(argv)
@@ -301,12 +325,14 @@ def run(mode: str, max_seconds: float, out: Path, seed: int = 1,
         raise RuntimeError("the path bench needs " + ", ".join(missing) +
                            " (./dev test installs the tools)")
     p = PARAMS[mode]
-    names = tuple(n for n in RUN_ORDER if n in (paths or RUN_ORDER))
+    names = tuple(n for n in RUN_ORDER if n in (paths or DEFAULT_PATHS))
     only = tuple(part for part in PARTS if part in (only or PARTS))
     budget = Budget(max_seconds)
-    steps = (("tcp" in only) * p["tcp_runs"] + ("http" in only)
-             + ("udp" in only) * (len(p["udp_grid_pps"]) + len(OVERLOAD)))
-    progress = Progress("path", len(names) * (1 + steps))
+
+    def steps(loads):
+        return (("tcp" in loads) * p["tcp_runs"] + ("http" in loads)
+                + ("udp" in loads) * (len(p["udp_grid_pps"]) + len(OVERLOAD)))
+    progress = Progress("path", sum(1 + steps(loads_of(n, only)) for n in names))
     setup = {"background_busy": background_busy(), "tools": pathlab.tool_versions(),
              "cfwd": "bench/cfwd.c -v (virtio header, TSO4/TSO6/CSUM offload), gcc -O2"}
     affinity = os.sched_getaffinity(0)

@@ -14,9 +14,9 @@ four data paths in the router namespace at a time:
   userlb's own TUN plumbing (userlb.plumbing.RouterPlumbing), with the virtio
   header and TSO/checksum offloads on (`cfwd -v`), so it is the TUN's ceiling
   for bulk TCP as well as for small packets.
-- UserlbPath: `userlb run` with the same services (rr for HTTP, sh for iperf3);
-  with offload=True ("userlb+offload") its config has `[router] offload = true`
-  (IFF_VNET_HDR + TUNSETOFFLOAD, TCP super-packets rewritten whole).
+- UserlbPath: `userlb run` with the same services (rr for HTTP, sh for iperf3),
+  pinned to the router core; variants add `[router]` lines (path.py's USERLB_VARIANTS:
+  offload, the io mode, a second queue) and may run unpinned.
 
 What it does not do: generate load or compute figures (pathload, path). It
 writes nothing outside the lab's namespaces and its temp dirs.
@@ -214,16 +214,17 @@ class CPath:
 
 
 class UserlbPath:
-    """`userlb run` in the router namespace with the bench's services."""
+    """`userlb run` in the router namespace with the bench's services.
 
-    name = "userlb"
+    `router` holds extra `[router]` lines (a variant: "offload = true", 'io = "read"',
+    "queues = 2"); `pinned` keeps every thread of the balancer on the router core (off
+    for variants that are meant to use a second core: an SQPOLL kernel thread, a second
+    queue's worker)."""
 
-    def __init__(self, lab: Lab, offload: bool = False) -> None:
-        self.lab = lab
-        self.offload = offload      # [router] offload = true: IFF_VNET_HDR + TSO/checksum
+    def __init__(self, lab: Lab, name: str = "userlb", router: str = "",
+                 pinned: bool = True) -> None:
+        self.lab, self.name, self.router, self.pinned = lab, name, router, pinned
         self.balancer = None
-        if offload:
-            self.name = "userlb+offload"
 
     @property
     def pid(self) -> int | None:
@@ -235,12 +236,11 @@ class UserlbPath:
         for port in iperf_ports(lab):
             services += "".join(lab.service_text(proto, port, port, "sh")
                                 for proto in ("tcp", "udp"))
-        return lab.config_text(services=services,
-                               extra="offload = true" if self.offload else "")
+        return lab.config_text(services=services, extra=self.router)
 
     def start(self) -> None:
         self.balancer = self.lab.start_balancer(self.config())
-        if cpu_split_possible():    # every thread of the balancer onto the router core
+        if self.pinned and cpu_split_possible():   # every thread onto the router core
             run(["taskset", "-a", "-p", "-c", str(ROUTER_CPU), str(self.balancer.proc.pid)])
 
     def stats(self) -> dict | None:

@@ -6,7 +6,8 @@ eventfd, drain the eventfd if it woke us, then yield FrameBatches of frames read
 `write_failures` and `name`:
 
 - ReadTunIO ("read"): poll(2), then one readv(2) per frame until EAGAIN or a full
-  batch (Tun.read_batch) and one write(2) per frame. Works everywhere.
+  batch (Tun.read_batch), at most MAX_BATCHES_PER_WAKE batches per wake-up, and one
+  write(2) per frame. Works everywhere.
 - UringTunIO ("uring", "sqpoll"; tunring.py): a multishot io_uring READ into a ring
   of batch rows, all writes plus the wait in one io_uring_enter(2).
 
@@ -27,6 +28,12 @@ from userlb.config import IO_MODES
 from userlb.frames import FrameBatch
 
 log = logging.getLogger("userlb.tunio")
+
+# Full batches read per wake-up at most: under overload the TUN never runs dry, and the
+# worker must still get back to its control calls and expiry between wake-ups. The next
+# poll(2) returns at once while frames are queued, so this costs one system call per
+# MAX_BATCHES_PER_WAKE batches.
+MAX_BATCHES_PER_WAKE = 4
 
 
 class ReadTunIO:
@@ -50,7 +57,9 @@ class ReadTunIO:
             if fd == self.wake_fd:
                 drain(fd)
         batch = self.batch
-        while self.tun.read_batch(batch):
+        for _ in range(MAX_BATCHES_PER_WAKE):
+            if not self.tun.read_batch(batch):
+                break
             yield batch
             if batch.count < batch.capacity:
                 break

@@ -64,6 +64,34 @@ def test_falls_back_to_read_when_io_uring_is_refused(refused, caplog, mode, trie
         tun.close()
 
 
+class FloodedTun(PipeTun):
+    """A TUN under overload: every read fills the batch, and poll says readable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        os.write(self.w, b"x")
+        self.reads = 0
+
+    def read_batch(self, batch) -> int:
+        self.reads += 1
+        batch.count = batch.capacity
+        return batch.count
+
+
+def test_read_io_returns_to_the_worker_after_a_few_full_batches():
+    tun = FloodedTun()
+    wake_r, wake_w = os.pipe()
+    try:
+        io = tunio.ReadTunIO(tun, 8, wake_r)
+        for _ in range(3):           # each wake-up ends, so control calls and expiry run
+            assert [b.count for b in io.frames(0)] == [8] * tunio.MAX_BATCHES_PER_WAKE
+        assert tun.reads == 3 * tunio.MAX_BATCHES_PER_WAKE
+    finally:
+        tun.close()
+        os.close(wake_r)
+        os.close(wake_w)
+
+
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="not one of auto, read, uring, sqpoll"):
         tunio.open_io(PipeTun(), "fast", 8, 0)
@@ -122,3 +150,50 @@ def test_worker_runs_control_calls_and_stops_without_spinning(mode):
         workers.stop()
         tun.close()
     assert not path.is_alive()
+
+
+class BusyEngine:
+    """Counts the table passes a worker asks for; one timer due `due_in` after start."""
+
+    def __init__(self, due_in: float) -> None:
+        self.due = time.monotonic() + due_in
+        self.deadline_reads = self.batches = 0
+        self.expired = []
+
+    def next_deadline(self) -> float:
+        self.deadline_reads += 1
+        return self.due
+
+    def expire(self, now: float) -> None:
+        self.expired.append(now)
+        self.due = float("inf")
+
+    def process(self, batch, now):
+        self.batches += 1
+        return None                 # nothing to write
+
+
+def test_flooded_worker_reads_the_deadline_rarely_and_still_expires_on_time():
+    """Under load every wake-up has frames; the earliest timer (a pass over the table)
+    is re-read at most every DEADLINE_RECHECK_S, yet the due timer fires, not early."""
+    from userlb import worker as worker_mod
+    tun = FloodedTun()
+    engine = BusyEngine(due_in=0.3)
+    due = engine.due
+    path = worker_mod.DataPath(engine, tun, batch_size=8, io="read")
+    path.start()
+    try:
+        limit = time.monotonic() + 10
+        while not engine.expired and time.monotonic() < limit:
+            time.sleep(0.01)
+        reads, batches, began = engine.deadline_reads, engine.batches, time.monotonic()
+        while engine.batches - batches < 2000 and time.monotonic() < limit:
+            time.sleep(0.01)
+        reads, batches = engine.deadline_reads - reads, engine.batches - batches
+        span_s = time.monotonic() - began
+    finally:
+        path.stop()
+        tun.close()
+    assert len(engine.expired) == 1 and engine.expired[0] >= due
+    assert batches >= 2000
+    assert reads <= span_s / worker_mod.DEADLINE_RECHECK_S + 2
