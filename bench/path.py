@@ -68,10 +68,11 @@ OVERLOAD = (2, 4)
 STEP_OVERHEAD_S = 1.0                       # iperf3 start-up and result exchange, about
 PARAMS = {
     "full": {"tcp_seconds": 5, "tcp_runs": 3, "streams_per_client": 2, "udp_seconds": 3,
-             "udp_grid_pps": [5_000, *(10_000 * k for k in range(1, 13))], "overload_seconds": 4,
+             "udp_grid_pps": [5_000, *(10_000 * k for k in range(1, 13))], "udp_refine_steps": 2,
+             "overload_seconds": 4,
              "http_seconds": 5, "http_connections": 50},
     "smoke": {"tcp_seconds": 1, "tcp_runs": 1, "streams_per_client": 2, "udp_seconds": 1,
-              "udp_grid_pps": [2_000, 5_000], "overload_seconds": 1,
+              "udp_grid_pps": [2_000, 5_000], "udp_refine_steps": 0, "overload_seconds": 1,
               "http_seconds": 1, "http_connections": 50},
 }
 FIGURES = [   # key, label, unit
@@ -109,24 +110,46 @@ def background_busy(seconds: float = 1.0) -> dict:
 
 
 def sweep_udp(lab, path, p: dict, deadline: float, progress: Progress) -> tuple[list, bool]:
-    """Paced 64-B UDP up the grid; stops after FAILS_TO_STOP lossy steps or at the deadline."""
+    """Paced 64-B UDP up the grid until FAILS_TO_STOP lossy steps, then udp_refine_steps
+    bisections between the highest loss-free rate and the lowest lossy one above it (as
+    RFC 2544's throughput search: the grid's 10 k steps alone would put a path that passes
+    59 k at 50 k). Stops at the deadline; returns the steps and whether it was cut short."""
     steps, fails = [], 0
-    for rate in p["udp_grid_pps"]:
+
+    def step(rate) -> dict | None:
         if steps and time.monotonic() + p["udp_seconds"] + STEP_OVERHEAD_S > deadline:
+            return None
+        s = pathload.measured(lab, path.pid, pathload.udp_paced, rate, p["udp_seconds"])
+        steps.append(s)
+        progress.step(f"{path.name}: UDP {rate:,.0f} pps offered -> {s['delivered_pps']:,.0f} "
+                      f"delivered, loss {s['loss']:.2%}, router core "
+                      f"{s['router_core_busy']:.0%}, load core {s['load_core_busy']:.0%}")
+        return s
+
+    for rate in p["udp_grid_pps"]:
+        s = step(rate)
+        if s is None:
             return steps, True
-        step = pathload.measured(lab, path.pid, pathload.udp_paced, rate, p["udp_seconds"])
-        steps.append(step)
-        progress.step(f"{path.name}: UDP {rate:,} pps offered -> {step['delivered_pps']:,.0f} "
-                      f"delivered, loss {step['loss']:.2%}, router core "
-                      f"{step['router_core_busy']:.0%}, load core {step['load_core_busy']:.0%}")
-        fails = fails + 1 if step["loss"] > LOSS_FREE else 0
+        fails = fails + 1 if not passes(s) else 0
         if fails >= FAILS_TO_STOP:
             break
+    for _ in range(p.get("udp_refine_steps", 0)):
+        best = loss_free(steps)
+        above = [s["offered_pps_nominal"] for s in steps if not passes(s) and
+                 (best is None or s["offered_pps_nominal"] > best["offered_pps_nominal"])]
+        if best is None or not above:
+            break
+        if step((best["offered_pps_nominal"] + min(above)) / 2) is None:
+            return steps, True
     return steps, False
 
 
+def passes(step: dict) -> bool:
+    return step["loss"] <= LOSS_FREE and not step["errors"]
+
+
 def loss_free(steps: list) -> dict | None:
-    ok = [s for s in steps if s["loss"] <= LOSS_FREE and not s["errors"]]
+    ok = [s for s in steps if passes(s)]
     return max(ok, key=lambda s: s["offered_pps_nominal"]) if ok else None
 
 
@@ -216,8 +239,8 @@ def figures(tcp: list, sweep: list, best: dict | None, overload: list, http: dic
 def udp_limit(sweep: list, best: dict | None) -> str:
     """The busier core at the first step past the loss-free one: the router's, or the
     load core (generators, receivers and real servers; there the figure is a floor)."""
-    past = [s for s in sweep if best is None or s["offered_pps_nominal"] > best[
-        "offered_pps_nominal"]]
+    past = sorted((s for s in sweep if best is None or s["offered_pps_nominal"] > best[
+        "offered_pps_nominal"]), key=lambda s: s["offered_pps_nominal"])
     if not past:
         return "not reached (the grid ended first)"
     router, load = past[0]["router_core_busy"], past[0]["load_core_busy"]
@@ -331,7 +354,8 @@ def run(mode: str, max_seconds: float, out: Path, seed: int = 1,
 
     def steps(loads):
         return (("tcp" in loads) * p["tcp_runs"] + ("http" in loads)
-                + ("udp" in loads) * (len(p["udp_grid_pps"]) + len(OVERLOAD)))
+                + ("udp" in loads) * (len(p["udp_grid_pps"]) + p["udp_refine_steps"]
+                                      + len(OVERLOAD)))
     progress = Progress("path", sum(1 + steps(loads_of(n, only)) for n in names))
     setup = {"background_busy": background_busy(), "tools": pathlab.tool_versions(),
              "cfwd": "bench/cfwd.c -v (virtio header, TSO4/TSO6/CSUM offload), gcc -O2"}

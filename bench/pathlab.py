@@ -217,9 +217,10 @@ class UserlbPath:
     """`userlb run` in the router namespace with the bench's services.
 
     `router` holds extra `[router]` lines (a variant: "offload = true", 'io = "read"',
-    "queues = 2"); `pinned` keeps every thread of the balancer on the router core (off
-    for variants that are meant to use a second core: an SQPOLL kernel thread, a second
-    queue's worker)."""
+    "queues = 2"); `pinned` keeps every thread of the balancer on the router core;
+    unpinned, its threads may run on every core (the bench itself runs on the load core,
+    which the balancer would otherwise inherit): for variants meant to use a second
+    core, an SQPOLL kernel thread or a second queue's worker."""
 
     def __init__(self, lab: Lab, name: str = "userlb", router: str = "",
                  pinned: bool = True) -> None:
@@ -240,8 +241,9 @@ class UserlbPath:
 
     def start(self) -> None:
         self.balancer = self.lab.start_balancer(self.config())
-        if self.pinned and cpu_split_possible():   # every thread onto the router core
-            run(["taskset", "-a", "-p", "-c", str(ROUTER_CPU), str(self.balancer.proc.pid)])
+        if cpu_split_possible():    # every thread onto the router core, or any core
+            cpus = str(ROUTER_CPU) if self.pinned else f"0-{os.cpu_count() - 1}"
+            run(["taskset", "-a", "-p", "-c", cpus, str(self.balancer.proc.pid)])
 
     def stats(self) -> dict | None:
         from userlb import ctlclient

@@ -37,3 +37,50 @@ def test_io_variants_run_small_packets_only_and_offload_runs_everything():
     assert path.loads_of("kernel", ("http",)) == ("http",)
     unpinned = {n for n, (_, pinned, _) in path.USERLB_VARIANTS.items() if not pinned}
     assert unpinned == {"userlb+sqpoll", "userlb+2q"}
+
+
+class Capacity:
+    """A fake path that delivers everything up to `pps` and loses the rest."""
+
+    def __init__(self, pps: float) -> None:
+        self.pps, self.offered = pps, []
+
+    def measured(self, lab, pid, load, rate, seconds, **kw):
+        self.offered.append(rate)
+        loss = max(0.0, 1 - self.pps / rate)
+        return {"offered_pps_nominal": rate, "sent_pps": rate, "loss": loss, "errors": [],
+                "delivered_pps": rate * (1 - loss), "router_core_busy": 0.5,
+                "load_core_busy": 0.5}
+
+
+class Quiet:
+    def step(self, text: str) -> None:
+        pass
+
+
+class FakePath:
+    name, pid = "fake", None
+
+
+def test_sweep_bisects_between_the_last_loss_free_and_first_lossy_rate(monkeypatch):
+    cap = Capacity(56_000)
+    monkeypatch.setattr(path.pathload, "measured", cap.measured)
+    p = dict(path.PARAMS["full"], udp_refine_steps=2)
+    steps, cut = path.sweep_udp(None, FakePath(), p, float("inf"), Quiet())
+    assert not cut
+    assert cap.offered == [5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000,
+                           55_000, 57_500]
+    assert path.loss_free(steps)["offered_pps_nominal"] == 55_000
+    assert path.udp_limit(steps, path.loss_free(steps)).startswith("router core")
+
+
+def test_sweep_without_refinement_and_when_nothing_passes(monkeypatch):
+    cap = Capacity(57_000)
+    monkeypatch.setattr(path.pathload, "measured", cap.measured)
+    steps, _ = path.sweep_udp(None, FakePath(), path.PARAMS["smoke"], float("inf"), Quiet())
+    assert cap.offered == [2_000, 5_000]
+    cap = Capacity(100)
+    monkeypatch.setattr(path.pathload, "measured", cap.measured)
+    steps, _ = path.sweep_udp(None, FakePath(), dict(path.PARAMS["full"], udp_refine_steps=2),
+                              float("inf"), Quiet())
+    assert cap.offered == [5_000, 10_000] and path.loss_free(steps) is None
