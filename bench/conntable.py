@@ -369,8 +369,11 @@ def render(payload: dict) -> str:
             f"lookup_in cost: {cm['fixed_us']:.1f} us per call ({cm['numpy_calls']} numpy calls, "
             f"{cm['us_per_numpy_call']:.2f} us each) + {cm['per_row_ns']:.1f} ns per row; "
             f"dict {cm['dict_row_ns']:.1f} ns per row. {TARGETS['lookup_ratio_min']:.0f}x at batch "
-            f"{payload['target_batch']} allows {cm['target_budget_us']:.1f} us per call, so at most "
-            f"{max(cm['target_fixed_max_us'], 0.0):.1f} us fixed\n")
+            f"{payload['target_batch']} allows {cm['target_budget_us']:.1f} us per call: "
+            + (f"at most {cm['target_fixed_max_us']:.1f} us fixed\n"
+               if cm['target_fixed_max_us'] > 0 else
+               f"less than the rows alone cost ({cm['per_row_ns'] * payload['target_batch'] / 1e3:.1f}"
+               f" us), with no fixed cost at all\n"))
 
 
 def _series(results) -> dict:

@@ -3,10 +3,10 @@
 What it does: builds one namespace lab (3 clients, a router, 3 real servers),
 splits the two cores as spec/perf.md B1 (router core vs load core), and runs the
 data paths one after the other on it (pathlab: nftables DNAT with conntrack;
-bench/cfwd.c on userlb's TUN plumbing; `userlb run` without and with `[router]
-offload = true`, "userlb" and "userlb+offload"; with `--paths all` also userlb's
-TUN I/O variants for small packets, USERLB_VARIANTS: io = "read", io = "sqpoll",
-two queues). For each it measures, every load bounded in time:
+bench/cfwd.c on userlb's TUN plumbing; `userlb run` as configured by default,
+"userlb", and with `[router] offload = false`, "userlb:no-offload"; with `--paths
+all` also userlb's TUN I/O variants for small packets, USERLB_VARIANTS: io =
+"read", io = "sqpoll", two queues). For each it measures, every load bounded in time:
 - TCP bulk Gbit/s: iperf3 -P 2 from each of the 3 client addresses (median of runs);
 - the 64-byte UDP loss-free rate: a sweep of paced iperf3 -u -l 64 -b RATE, the
   delivered packets/s at the highest rate with <= 1 % loss;
@@ -51,16 +51,16 @@ PARTS = ("tcp", "udp", "http")              # the loads; --only picks some
 # kernel thread and the second queue's worker are meant to use a second core, so those
 # two run unpinned (on this 2-core lab, the load core).
 USERLB_VARIANTS = {
-    "userlb": ("offload = false", True, PARTS),
-    "userlb+offload": ("offload = true", True, PARTS),
-    "userlb+read": ('offload = false\nio = "read"', True, ("udp",)),
-    "userlb+sqpoll": ('offload = false\nio = "sqpoll"', False, ("udp",)),
-    "userlb+2q": ("offload = false\nqueues = 2", False, ("udp",)),
+    "userlb": ("", True, PARTS),                         # the defaults: offload, io_uring
+    "userlb:no-offload": ("offload = false", True, PARTS),
+    "userlb:read": ('io = "read"', True, ("udp",)),
+    "userlb:sqpoll": ('io = "sqpoll"', False, ("udp",)),
+    "userlb:2q": ("queues = 2", False, ("udp",)),
 }
 USERLB_PATHS = tuple(USERLB_VARIANTS)        # the paths given ratios vs kernel and C
 RUN_ORDER = ("c", *USERLB_PATHS, "kernel")   # kernel last: its conntrack stays out of the
 SHOW_ORDER = ("kernel", "c", *USERLB_PATHS)  # TUN runs
-DEFAULT_PATHS = ("c", "userlb", "userlb+offload", "kernel")
+DEFAULT_PATHS = ("c", "userlb", "userlb:no-offload", "kernel")
 BASES = ("kernel", "c")
 LOSS_FREE = 0.01                            # spec/perf.md: highest rate with <= 1 % loss
 FAILS_TO_STOP = 2                           # consecutive lossy steps that end a sweep
@@ -249,7 +249,7 @@ def udp_limit(sweep: list, best: dict | None) -> str:
 
 
 def ratios(paths: dict) -> dict:
-    """userlb (and userlb+offload) over kernel and over C, for the pairs that both ran."""
+    """Each userlb path over kernel and over C, for the pairs that both ran."""
     out = {}
     for name in USERLB_PATHS:
         for base in BASES:
@@ -387,7 +387,7 @@ def run(mode: str, max_seconds: float, out: Path, seed: int = 1,
 
 
 def plot(path: Path, paths: dict, rat: dict) -> str | None:
-    """Delivered vs offered 64-B UDP per path, and userlb's (and userlb+offload's) ratios
+    """Delivered vs offered 64-B UDP per path, and each userlb path's ratios
     per figure."""
     try:
         import matplotlib

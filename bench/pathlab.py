@@ -216,7 +216,7 @@ class CPath:
 class UserlbPath:
     """`userlb run` in the router namespace with the bench's services.
 
-    `router` holds extra `[router]` lines (a variant: "offload = true", 'io = "read"',
+    `router` holds extra `[router]` lines (a variant: "offload = false", 'io = "read"',
     "queues = 2"); `pinned` keeps every thread of the balancer on the router core;
     unpinned, its threads may run on every core (the bench itself runs on the load core,
     which the balancer would otherwise inherit): for variants meant to use a second

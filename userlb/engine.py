@@ -23,7 +23,7 @@ from userlb.classify import ServiceIndex
 from userlb.conntable import ConnTable
 from userlb.drops import DropReason
 from userlb.fastpath import FAST_BATCH_MAX, FastPath
-from userlb.frames import FrameBatch
+from userlb.frames import VNET_F_NEEDS_CSUM, FrameBatch
 from userlb.parse import Headers, parse_ipv4
 from userlb.persist import Templates
 from userlb.related import handle_icmp
@@ -143,6 +143,8 @@ class Engine:
                 step = steps.pop(0)
                 note = {} if step is None else dict(zip(("state_before", "state_after",
                                                          "timeout_s"), step))
+                if batch.vnet is not None and batch.vnet[row, 0] & VNET_F_NEEDS_CSUM:
+                    note["l4_csum_partial"] = True     # the field holds the pseudo-header sum
                 self.trace.record(int(conn[row]), "in" if inbound[row] else "out", now,
                                   before[row], batch.frame(row)[: h.total_len[row]], note)
         self.passed += int(((drop == 0) & (conn < 0) & ~inbound & l4).sum())

@@ -88,8 +88,11 @@ def _flags(value: int) -> str:
     return "".join(c for bit, c in enumerate(_TCP_FLAGS) if value & (1 << bit)) or "."
 
 
-def describe(frame: bytes) -> dict:
-    """Fields of one IPv4 frame for display, with checksum validity checked by scapy."""
+def describe(frame: bytes, l4_partial: bool = False) -> dict:
+    """Fields of one IPv4 frame for display, with checksum validity checked by scapy.
+    `l4_partial`: the TUN flagged the frame NEEDS_CSUM (offload), so its TCP/UDP checksum
+    field holds the folded pseudo-header sum, which the NIC or the stack completes later;
+    that is what is checked then."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP
 
     ip = IP(frame)
@@ -100,7 +103,11 @@ def describe(frame: bytes) -> dict:
             l4 = ip[layer]
             info["l4"] = name
             info["l4_csum"] = l4.chksum
-            info["l4_csum_ok"] = l4.chksum == _recomputed(ip, layer)
+            if l4_partial and layer is not ICMP:
+                info["l4_csum_partial"] = True
+                info["l4_csum_ok"] = (l4.chksum - _pseudo_header_sum(ip)) % 0xFFFF == 0
+            else:
+                info["l4_csum_ok"] = l4.chksum == _recomputed(ip, layer)
             if layer is not ICMP:
                 info["sport"], info["dport"] = l4.sport, l4.dport
             if layer is TCP:
@@ -120,6 +127,16 @@ def _recomputed(ip, layer) -> int:
     return rebuilt.chksum if layer is IP else rebuilt[layer].chksum
 
 
+def _pseudo_header_sum(ip) -> int:
+    """RFC 793/768 pseudo-header (addresses, protocol, L4 length) summed and folded, not
+    complemented: a CHECKSUM_PARTIAL field (spec/perf.md A1)."""
+    from userlb.checksum import fold32
+
+    l4_len = ip.len - ip.ihl * 4
+    words = [int.from_bytes(bytes(ip)[i:i + 2], "big") for i in (12, 14, 16, 18)]
+    return fold32(sum(words) + ip.proto + l4_len)
+
+
 def _endpoint(info: dict, side: str) -> str:
     port = info.get("sport" if side == "src" else "dport")
     return f"{info[side]}:{port}" if port is not None else info[side]
@@ -127,7 +144,8 @@ def _endpoint(info: dict, side: str) -> str:
 
 def _csum(info: dict, key: str) -> str:
     ok = info.get(f"{key}_ok")
-    return f"0x{info[key]:04x}{'' if ok else ' (BAD)'}"
+    partial = " (partial)" if info.get(f"{key}_partial") else ""
+    return f"0x{info[key]:04x}{partial}{'' if ok else ' (BAD)'}"
 
 
 def _note_lines(note: dict) -> list[str]:
@@ -156,7 +174,8 @@ def render(hops: list[TraceHop], limit: int = 8) -> str:
         return "(no packets recorded)"
     t0 = hops[0].time_s
     for n, hop in enumerate(hops[:limit], 1):
-        before, after = describe(hop.before), describe(hop.after)
+        partial = bool(hop.note.get("l4_csum_partial"))
+        before, after = describe(hop.before, partial), describe(hop.after, partial)
         flags = before.get("flags", before.get("l4", ""))
         if hop.direction == "in":
             what = ("client → VIP", "after DNAT (to real server)")
@@ -177,7 +196,8 @@ def to_pcapng(hops: list[TraceHop], epoch_s: float = 0.0) -> bytes:
 
     packets = []
     for hop in hops:
-        before, after = describe(hop.before), describe(hop.after)
+        partial = bool(hop.note.get("l4_csum_partial"))
+        before, after = describe(hop.before, partial), describe(hop.after, partial)
         what = "DNAT" if hop.direction == "in" else "SNAT"
         note = (f"userlb conn {hop.conn} {hop.direction}: {what} "
                 f"{_endpoint(before, 'src')} > {_endpoint(before, 'dst')} becomes "

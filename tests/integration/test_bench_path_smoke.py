@@ -1,5 +1,5 @@
-"""`userlb bench path --smoke`: the kernel, the C forwarder, userlb and userlb with TUN
-offload in one namespace lab.
+"""`userlb bench path --smoke`: the kernel, the C forwarder, userlb (TUN offload on, the
+default) and userlb without offload in one namespace lab.
 
 Checks that the report has all four paths with every figure, that the kernel
 path and the C forwarder really forwarded traffic, and that the bench leaves no
@@ -44,7 +44,7 @@ def report(tmp_path_factory):
 
 @pytest.mark.timeout(400)
 def test_report_has_every_path_and_figure(report):
-    assert list(report["paths"]) == ["kernel", "c", "userlb", "userlb+offload"]
+    assert list(report["paths"]) == ["kernel", "c", "userlb", "userlb:no-offload"]
     assert report["meta"]["mode"] == "smoke"
     for name, path in report["paths"].items():
         figs = path["figures"]
@@ -53,11 +53,11 @@ def test_report_has_every_path_and_figure(report):
             if not (name == "kernel" and key == "forwarder_us_per_packet_udp"):
                 assert isinstance(figs[key], (int, float)) and figs[key] >= 0, (name, key)
         assert len(path["overload"]) == 2 and path["udp_sweep"] and path["tcp"]
-    assert set(report["ratios"]) == {"userlb/kernel", "userlb/c", "userlb+offload/kernel",
-                                     "userlb+offload/c"}
+    assert set(report["ratios"]) == {"userlb/kernel", "userlb/c", "userlb:no-offload/kernel",
+                                     "userlb:no-offload/c"}
     for base in report["ratios"]:
         assert set(report["ratios"][base]) == {key for key, _, _ in FIGURES}
-    assert "userlb/kernel" in report["table"] and "userlb+offload/kernel" in report["table"]
+    assert "userlb/kernel" in report["table"] and "userlb:no-offload/kernel" in report["table"]
     png = report["files"]["png"]
     assert png and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -76,7 +76,7 @@ def test_kernel_and_c_paths_forwarded_traffic(report):
 
 @pytest.mark.timeout(400)
 def test_userlb_paths_answered(report):
-    for name in ("userlb", "userlb+offload"):
+    for name in ("userlb", "userlb:no-offload"):
         assert report["paths"][name]["http_check_status"] == 200
         assert report["paths"][name]["figures"]["udp_loss_free_pps"] > 0
 

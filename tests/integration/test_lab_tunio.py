@@ -18,10 +18,11 @@ from userlb.lab import ECHO_PORT, VIP, Lab
 pytestmark = [pytest.mark.root, pytest.mark.tun]
 
 CONFIGS = {
-    "read": ('io = "read"', ["userlb-datapath: TUN I/O read"]),
+    "read-no-offload": ('io = "read"\noffload = false', ["userlb-datapath: TUN I/O read"]),
+    "uring-no-offload": ('io = "uring"\noffload = false', ["userlb-datapath: TUN I/O uring"]),
     "uring-2-queues": ('io = "uring"\nqueues = 2',
                        ["userlb-datapath0: TUN I/O uring", "userlb-datapath1: TUN I/O uring"]),
-    "sqpoll-offload": ('io = "sqpoll"\noffload = true', ["userlb-datapath: TUN I/O sqpoll"]),
+    "sqpoll": ('io = "sqpoll"', ["userlb-datapath: TUN I/O sqpoll"]),
 }
 
 

@@ -191,3 +191,24 @@ def test_fast_path_equals_vector_path_on_partial_rows(size):
         assert complete(f) == scapy_reference(f)
     assert IP(out["fast"][0]).dst == RS and IP(out["fast"][1]).src == VIP
     assert ip_to_int(IP(out["fast"][2]).dst) == ip_to_int(RS)
+
+
+def test_trace_of_partial_rows_checks_the_pseudo_header_sum():
+    """With offload the trace shows a NEEDS_CSUM row's L4 field as what it is, the folded
+    pseudo-header sum, and checks it as such before and after NAT (not as a full sum,
+    which would call every offloaded packet BAD); a wrong value is still BAD."""
+    from userlb import trace
+    services = (VirtualService("tcp", VIP, 80, "rr", (RealServer(RS, 8080),)),)
+    eng = Engine(services, table_size=64, trace_connections=4)
+    frames = [make_partial(_tcp(CLIENT, VIP, 40000, 80, "S", 100))]
+    eng.process(_offload_batch(frames), 1.0)
+    [hops] = eng.trace.hops.values()
+    assert hops[0].note["l4_csum_partial"] is True
+    text = trace.render(hops)
+    assert text.count("(partial)") == 2 and "BAD" not in text
+    assert IP(hops[0].after).dst == RS
+    wrong = bytearray(hops[0].after)
+    wrong[_csum_at(wrong) + 1] ^= 0x01
+    assert not trace.describe(bytes(wrong), l4_partial=True)["l4_csum_ok"]
+    assert trace.describe(hops[0].after, l4_partial=True)["l4_csum_ok"]
+    assert not trace.describe(hops[0].after)["l4_csum_ok"]   # not a complete checksum
