@@ -119,7 +119,7 @@ class RouterConfig:
     offload: bool = True
     """Open the TUN with IFF_VNET_HDR and TSO/checksum offload: TCP super-packets of up to
     64 KiB cross the TUN whole and are rewritten once (spec/perf.md A1). On by default:
-    `userlb bench path` measured it faster for bulk TCP (11x), small packets and HTTP."""
+    `userlb bench path` measured it 9x faster for bulk TCP, as fast for small packets."""
     io: str = "auto"
     """How the data path reads and writes the TUN: "auto" (io_uring where the kernel allows,
     else "read"), "read" (poll + one read/write system call per frame), "uring" (a

@@ -93,7 +93,8 @@ def main(requests: int = 60, scheduler: str = "wlc", out=sys.stdout, web: bool =
             shown.append(f"... and {len(lines) - len(shown)} more (userlb show conns)")
         say("$ userlb show conns\n" + "\n".join(shown) + "\n")
         hops = trace.hops_from_json(ctlclient.request(ctl, "trace"))
-        say("First connection, hop by hop (checksums verified by scapy):")
+        say("First connection, hop by hop (checksums verified by scapy; \"(partial)\": TUN "
+            "offload, the field holds the pseudo-header sum the kernel completes):")
         say(trace.render([h for h in hops if h.conn == hops[0].conn] if hops else []))
         stats = ctlclient.request(ctl, "stats")
         say(f"\ndrops: {stats['drops'] or 'none'}; "
