@@ -321,4 +321,9 @@ if __name__ == "__main__":
         serve(int(a.args[0]))
     else:
         n, dur, seed = int(a.args[0]), float(a.args[1]), int(a.args[2])
-        print(json.dumps(measure(n, dur, seed)))
+        report = json.dumps(measure(n, dur, seed)) + "\n"
+        # uvloop leaves stdout non-blocking: a report over a pipe's 64 KiB, written while
+        # the parent is slow to read, would lose its tail to EAGAIN
+        os.set_blocking(sys.stdout.fileno(), True)
+        sys.stdout.write(report)
+        sys.stdout.flush()

@@ -63,20 +63,14 @@ import sys
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from userlb.connindex import BUCKET, BUCKET_BITS, MARK, MIN_SLOTS, BucketIndex, probe_one
+
 # include/uapi/linux/ip_vs.h connection flags used here.
 CONN_F_MASQ = 0x0000
 CONN_F_INACTIVE = 0x0100
 CONN_F_TEMPLATE = 0x1000
 
-EMPTY = -1
-
-BUCKET = 16                      # slots per bucket
-_BUCKET_BITS = 4
-_MIN_SLOTS = 2 * BUCKET          # at least two buckets, so the bucket shift stays < 64
-_MARK = 0x40 << 56               # top byte of every key word: a normal float64 exponent
-_MASK64 = (1 << 64) - 1
 _LITTLE_ENDIAN = sys.byteorder == "little"
-_BYTEORDER = sys.byteorder
 _SCALAR_ROWS = 6                 # batches up to this many rows, and leftovers, go per key
 _SCRATCH_ROWS = 4096              # batch sizes up to this keep their scratch buffers
 _SCRATCH_SIZES = 32              # ... for this many distinct sizes at most (~15 MB)
@@ -91,138 +85,6 @@ COLUMNS: dict[str, type] = {
 _IN_KEY = ("proto", "caddr", "cport", "vaddr", "vport")
 _OUT_KEY = ("proto", "daddr", "dport", "caddr", "cport")
 _B_IN, _A, _B_OUT = 0, 1, 2      # columns of the per-entry and per-query word rows
-
-
-def key_words(proto: ArrayLike, addr_a: ArrayLike, port_a: ArrayLike, addr_b: ArrayLike,
-              port_b: ArrayLike) -> NDArray[np.uint64]:
-    """(n, 2) uint64 words [A, B] of keys: A = addr_a | port_a << 32 | proto << 48,
-    B = addr_b | port_b << 32, each with the 0x40 top byte (fields wrap to 8/32/16 bits)."""
-    mark = np.uint64(_MARK)
-    a = (_u64(addr_a, np.uint32) | (_u64(port_a, np.uint16) << np.uint64(32))
-         | (_u64(proto, np.uint8) << np.uint64(48)) | mark)
-    b = _u64(addr_b, np.uint32) | (_u64(port_b, np.uint16) << np.uint64(32)) | mark
-    return np.stack(np.broadcast_arrays(a, b), axis=-1).reshape(-1, 2)
-
-
-def _u64(x: ArrayLike, dtype) -> NDArray[np.uint64]:
-    return np.asarray(x).astype(dtype).astype(np.uint64)
-
-
-def key_hash_words(a: NDArray[np.uint64], b: NDArray[np.uint64],
-                   mults: tuple[int, int, int]) -> NDArray[np.uint64]:
-    """The keyed hash of word columns A and B, vectorised (arithmetic mod 2^64):
-    x = (A ^ B k0) k1; x ^= x >> 32; x k2."""
-    k0, k1, k2 = (np.uint64(k) for k in mults)
-    x = (a ^ (b * k0)) * k1
-    return (x ^ (x >> np.uint64(32))) * k2
-
-
-def key_hash_one(a: int, b: int, mults: tuple[int, int, int]) -> int:
-    """key_hash_words for one key in Python ints: the same 64-bit value."""
-    k0, k1, k2 = mults
-    x = ((a ^ ((b * k0) & _MASK64)) * k1) & _MASK64
-    return ((x ^ (x >> 32)) * k2) & _MASK64
-
-
-class _Index:
-    """One index: slots of entry ids in buckets of BUCKET, a tag per slot, overflow counts."""
-
-    def __init__(self, nslots: int, mults: tuple[int, int, int]) -> None:
-        self.nbuckets = nslots // BUCKET
-        self.bmask = self.nbuckets - 1
-        self.shift = 64 - (self.nbuckets.bit_length() - 1)   # top bits → bucket
-        self.slots = np.full(nslots, EMPTY, dtype=np.int32)
-        self._tagbuf = bytearray(2 * nslots)                   # the scalar path searches it
-        self.tags = np.frombuffer(self._tagbuf, dtype=np.uint16)
-        self.overflow = np.zeros(self.nbuckets, dtype=np.int32)
-        self.slots2d = self.slots.reshape(self.nbuckets, BUCKET)
-        self.tags2d = self.tags.reshape(self.nbuckets, BUCKET)
-        self.shift0 = np.array(self.shift, dtype=np.uint64)   # 0-d: ufuncs take it fastest
-        self.set_mults(mults)
-
-    def set_mults(self, mults: tuple[int, int, int]) -> None:
-        """The hash's three multipliers (odd; tests zero them to put every key in bucket 0
-        with tag 0). Only while the index is empty."""
-        self.mults = tuple(int(k) for k in mults)
-        self.mults0 = tuple(np.array(k, dtype=np.uint64) for k in self.mults)
-
-    @property
-    def nbytes(self) -> int:
-        return self.slots.nbytes + self.tags.nbytes + self.overflow.nbytes
-
-    def home(self, a: NDArray[np.uint64], b: NDArray[np.uint64]) -> tuple[NDArray, NDArray]:
-        """(home bucket as int64, tag as uint16) per key of word columns A and B."""
-        h = key_hash_words(a, b, self.mults)
-        tag = (h >> np.uint64(32)).astype(np.uint16)
-        return (h >> np.uint64(self.shift)).astype(np.int64), tag
-
-    def find(self, bucket: NDArray[np.int64], tag: NDArray[np.uint16],
-             key: NDArray[np.complex128], entry_key: NDArray[np.complex128]) -> NDArray[np.int32]:
-        """Full probe: id per key (-1 = none), the first slot in probe order whose entry
-        has the key. Probe order: the home bucket's slots in order, then the next bucket
-        while ``overflow`` of the one just searched is not zero (at most every bucket)."""
-        out = np.full(len(bucket), -1, dtype=np.int32)
-        rows = np.arange(len(bucket))
-        for _ in range(self.nbuckets):
-            ids = self.slots2d[bucket]                              # (m, BUCKET)
-            r, c = np.nonzero((self.tags2d[bucket] == tag[:, None]) & (ids >= 0))
-            cand = ids[r, c]
-            ok = entry_key[cand] == key[rows[r]]
-            r, cand = r[ok], cand[ok]
-            first = np.unique(r, return_index=True)[1]              # row-major: lowest slot
-            out[rows[r[first]]] = cand[first]
-            more = self.overflow[bucket] > 0
-            more[r] = False
-            if not more.any():
-                break
-            rows, bucket, tag = rows[more], (bucket[more] + 1) & self.bmask, tag[more]
-        return out
-
-    def place(self, bucket: NDArray[np.int64], tag: NDArray[np.uint16],
-              ids: NDArray[np.int32]) -> NDArray[np.int64]:
-        """Put ids (with their tags) in the first bucket from home with a free slot, in
-        batch order; count every full bucket passed in ``overflow``. Returns the slots."""
-        where = np.empty(ids.size, dtype=np.int64)
-        rows = np.arange(ids.size)
-        while rows.size:
-            free = self.slots2d[bucket] == EMPTY
-            if rows.size > 1:
-                order = np.argsort(bucket, kind="stable")
-                rows, bucket, tag, free = rows[order], bucket[order], tag[order], free[order]
-                k = np.arange(rows.size)
-                start = np.ones(rows.size, dtype=bool)
-                np.not_equal(bucket[1:], bucket[:-1], out=start[1:])
-                rank = k - np.maximum.accumulate(np.where(start, k, 0))  # place in its bucket's queue
-            else:
-                rank = np.zeros(1, dtype=np.int64)
-            # the (rank+1)-th free slot of the bucket, if there is one
-            pos = np.count_nonzero(np.cumsum(free, axis=1) <= rank[:, None], axis=1)
-            slot = (bucket << _BUCKET_BITS) + pos
-            fits = pos < BUCKET
-            if fits.all():
-                self.slots[slot] = ids[rows]
-                self.tags[slot] = tag
-                where[rows] = slot
-                break
-            put = slot[fits]
-            self.slots[put] = ids[rows[fits]]
-            self.tags[put] = tag[fits]
-            where[rows[fits]] = put
-            passed = bucket[~fits]
-            np.add.at(self.overflow, passed, 1)
-            rows, bucket, tag = rows[~fits], (passed + 1) & self.bmask, tag[~fits]
-        return where
-
-    def unplace(self, slot: NDArray[np.int64], home: NDArray[np.int64]) -> None:
-        """Empty these slots, and take their entries out of the overflow counts they raised."""
-        self.slots[slot] = EMPTY
-        self.tags[slot] = 0
-        passed = ((slot >> _BUCKET_BITS) - home) & self.bmask      # full buckets passed
-        far = passed > 0
-        if far.any():
-            home, passed = home[far], passed[far]
-            for step in range(int(passed.max())):
-                np.subtract.at(self.overflow, (home[passed > step] + step) & self.bmask, 1)
 
 
 class _Scratch:
@@ -266,7 +128,7 @@ def _complex_view(words: NDArray[np.uint64], col: int) -> NDArray[np.complex128]
                       offset=8 * col, strides=(words.strides[0],))
 
 
-_FOUR = np.array(_BUCKET_BITS, dtype=np.int64)
+_FOUR = np.array(BUCKET_BITS, dtype=np.int64)
 _32 = np.array(32, dtype=np.uint64)
 
 
@@ -278,7 +140,7 @@ class ConnTable:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = int(capacity)
-        nslots = max(_MIN_SLOTS, 1 << (2 * self.capacity - 1).bit_length())  # 2^k >= 2 x capacity
+        nslots = max(MIN_SLOTS, 1 << (2 * self.capacity - 1).bit_length())  # 2^k >= 2 x capacity
         for name, dtype in COLUMNS.items():
             setattr(self, name, np.zeros(self.capacity, dtype=dtype))
         self.used = np.zeros(self.capacity, dtype=bool)
@@ -295,7 +157,7 @@ class ConnTable:
         self._free = np.arange(self.capacity - 1, -1, -1, dtype=np.int32)  # top = smallest id
         self._nfree = self.capacity
         mults = np.random.default_rng(seed).integers(0, 2**64, size=6, dtype=np.uint64) | 1
-        self._in, self._out = _Index(nslots, mults[:3]), _Index(nslots, mults[3:])
+        self._in, self._out = BucketIndex(nslots, mults[:3]), BucketIndex(nslots, mults[3:])
         self._scratch: dict[int, _Scratch] = {}
         self._views: dict[str, memoryview] | None = None
         self._probe_in = self._probe_out = None
@@ -381,7 +243,7 @@ class ConnTable:
             probe = self._probes()[side]
             a, b = s.a.take(rows).tolist(), s.b[side].take(rows).tolist()
             for r, ka, kb in zip(rows.tolist(), a, b):
-                ids[r] = _probe_one(probe, ka, kb)
+                ids[r] = probe_one(probe, ka, kb)
             return ids
         index = self._out if side else self._in
         h = s.h.take(rows)
@@ -406,9 +268,9 @@ class ConnTable:
             if any(len(c) != n for c in cols):
                 raise TypeError
             probe = self._probes()[side]
-            return np.array([_probe_one(probe, (x & 0xFFFFFFFF) | (y & 0xFFFF) << 32
-                                        | (p & 0xFF) << 48 | _MARK,
-                                        (u & 0xFFFFFFFF) | (v & 0xFFFF) << 32 | _MARK)
+            return np.array([probe_one(probe, (x & 0xFFFFFFFF) | (y & 0xFFFF) << 32
+                                        | (p & 0xFF) << 48 | MARK,
+                                        (u & 0xFFFFFFFF) | (v & 0xFFFF) << 32 | MARK)
                              for p, x, y, u, v in zip(*cols)], dtype=np.int32)
         except (AttributeError, TypeError):        # scalars, floats, other shapes
             return self._lookup(side, *_keys(*keys))
@@ -428,7 +290,7 @@ class ConnTable:
         return self._views
 
     def _probes(self) -> tuple[tuple, tuple]:
-        """What _probe_one reads, per index (IN, OUT): built once, like views()."""
+        """What probe_one reads, per index (IN, OUT): built once, like views()."""
         if self._probe_in is None:
             self._probe_in, self._probe_out = (
                 (ix.mults, ix.shift, ix._tagbuf, memoryview(ix.slots), memoryview(words.reshape(-1)),
@@ -441,16 +303,16 @@ class ConnTable:
         """lookup_in for one client→VIP key of ints (wrapped to the column widths, as the
         vector path's casts do); the entry id or -1."""
         probe = self._probe_in or self._probes()[0]
-        return _probe_one(probe, (caddr & 0xFFFFFFFF) | (cport & 0xFFFF) << 32
-                          | (proto & 0xFF) << 48 | _MARK,
-                          (vaddr & 0xFFFFFFFF) | (vport & 0xFFFF) << 32 | _MARK)
+        return probe_one(probe, (caddr & 0xFFFFFFFF) | (cport & 0xFFFF) << 32
+                          | (proto & 0xFF) << 48 | MARK,
+                          (vaddr & 0xFFFFFFFF) | (vport & 0xFFFF) << 32 | MARK)
 
     def lookup_out_one(self, proto: int, saddr: int, sport: int, daddr: int, dport: int) -> int:
         """lookup_out for one reply key (the reply's own fields, as lookup_out takes them)."""
         probe = self._probe_out or self._probes()[1]
-        return _probe_one(probe, (daddr & 0xFFFFFFFF) | (dport & 0xFFFF) << 32
-                          | (proto & 0xFF) << 48 | _MARK,
-                          (saddr & 0xFFFFFFFF) | (sport & 0xFFFF) << 32 | _MARK)
+        return probe_one(probe, (daddr & 0xFFFFFFFF) | (dport & 0xFFFF) << 32
+                          | (proto & 0xFF) << 48 | MARK,
+                          (saddr & 0xFFFFFFFF) | (sport & 0xFFFF) << 32 | MARK)
 
     # --- insert / remove ------------------------------------------------------
     def insert(self, proto, caddr, cport, vaddr, vport, daddr, dport, service, dest,
@@ -531,44 +393,6 @@ class ConnTable:
             cand = np.concatenate([below, cand[exp == kth][:n - below.size]])
         order = np.lexsort((cand, self.expires[cand]))
         return cand[order].astype(np.int32)
-
-
-def _probe_one(probe: tuple, a: int, b: int) -> int:
-    """_Index.find for one key of words a (A) and b (B). The home bucket's first tag match
-    settles almost every key; _probe_rest does the rest in the same order."""
-    (k0, k1, k2), shift, tags, slots, words, a_col = probe[:6]
-    h = ((a ^ ((b * k0) & _MASK64)) * k1) & _MASK64       # key_hash_one, inlined
-    h = ((h ^ (h >> 32)) * k2) & _MASK64
-    lo = (h >> shift) << 5                # byte offset of the home bucket's first tag
-    at = tags.find(((h >> 32) & 0xFFFF).to_bytes(2, _BYTEORDER), lo, lo + 2 * BUCKET)
-    if at >= 0 and not at & 1:
-        i = slots[at >> 1]                # EMPTY reads the last row of words: zeros
-        if words[2 * i + a_col] == a and words[2 * i + 1 - a_col] == b:
-            return i
-    return _probe_rest(probe, a, b, h)
-
-
-def _probe_rest(probe: tuple, a: int, b: int, h: int) -> int:
-    """The full probe for one key (hash h): each bucket's tag matches searched as two bytes
-    in its slice of the tag buffer (even offsets only) and their entries' words
-    compared, then the next bucket while the overflow count says so."""
-    _, shift, tags, slots, words, a_col, bmask, nbuckets, overflow = probe
-    bucket = h >> shift
-    tag = ((h >> 32) & 0xFFFF).to_bytes(2, _BYTEORDER)
-    for _ in range(nbuckets):
-        lo = bucket << 5
-        hi = lo + 2 * BUCKET
-        at = tags.find(tag, lo, hi)
-        while at >= 0:
-            if not at & 1:
-                i = slots[at >> 1]
-                if i >= 0 and words[2 * i + a_col] == a and words[2 * i + 1 - a_col] == b:
-                    return i
-            at = tags.find(tag, at + 1, hi)
-        if not overflow[bucket]:
-            return -1
-        bucket = (bucket + 1) & bmask
-    return -1
 
 
 def _keys(*arrays: ArrayLike) -> list[NDArray]:

@@ -66,6 +66,9 @@ def main(requests: int = 60, scheduler: str = "wlc", out=sys.stdout, web: bool =
          web_seconds: float = 60.0) -> int:
     start = time.monotonic()
     signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C ends the demo even when started from a shell that made SIGINT ignored (a
+    # background job of a non-interactive shell): the lab's processes get it regardless
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     say = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
     with Lab(servers=3) as lab:
         say(f"lab: client {lab.client_ns}, router {lab.router_ns}, "

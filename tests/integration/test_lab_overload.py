@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 
 import pytest
 
@@ -22,6 +23,24 @@ from userlb.netns import in_namespace
 pytestmark = [pytest.mark.root, pytest.mark.tun]
 
 BATCH = 256
+
+
+def settled_tun_counters(lab, tun0_dropped: int, at_least: int, timeout_s: float = 10.0) -> dict:
+    """The TUN's counters once the datagrams sent have all reached it: the client's
+    sendto returns before the router's softirq has routed them (later still on a busy
+    machine), so wait until at least `at_least` were dropped and the count holds still
+    over three reads 20 ms apart."""
+    deadline = time.monotonic() + timeout_s
+    last, same = None, 0
+    while time.monotonic() < deadline:
+        now = in_namespace(lab.router_ns, tun_counters, "ulb0")
+        same = same + 1 if now == last else 0
+        if now["tx_dropped"] - tun0_dropped >= at_least and same >= 2:
+            return now
+        last = now
+        time.sleep(0.02)
+    raise AssertionError(f"TUN drops did not settle at >= {at_least} within {timeout_s} s: "
+                         f"{last}")
 
 
 def test_full_tun_queue_drops_are_counted_and_the_queue_is_bounded():
@@ -37,7 +56,8 @@ def test_full_tun_queue_drops_are_counted_and_the_queue_is_bounded():
         try:
             for i in range(sent):
                 sock.sendto(i.to_bytes(4, "big"), (VIP, ECHO_PORT))
-            stopped = in_namespace(lab.router_ns, tun_counters, "ulb0")
+            stopped = settled_tun_counters(lab, tun0_dropped=before["tun"]["tx_dropped"],
+                                           at_least=sent - TUN_TXQUEUELEN - BATCH)
         finally:
             balancer.proc.send_signal(signal.SIGCONT)
             sock.close()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from userlb import conntable
+from userlb import connindex
 from userlb.conntable import CONN_F_INACTIVE, ConnTable
 
 TCP, UDP = 6, 17
@@ -108,7 +108,7 @@ def check_indexes(t):
     for index, slot, a, b in ((t._in, t.in_slot, t._in_words[live, 1], t._in_words[live, 0]),
                               (t._out, t.out_slot, t._out_words[live, 0], t._out_words[live, 1])):
         assert (index.slots[slot[live]] == live).all()
-        assert np.count_nonzero(index.slots != conntable.EMPTY) == len(live)
+        assert np.count_nonzero(index.slots != connindex.EMPTY) == len(live)
         home = index.home(a, b)[0]
         passed = ((slot[live].astype(np.int64) >> 4) - home) & index.bmask
         want = np.zeros(index.nbuckets, np.int64)
@@ -200,12 +200,12 @@ def test_key_words_and_hash_vector_and_scalar_agree():
     proto = rng.integers(0, 256, n).astype(np.uint8)
     pa, pb = rng.integers(0, 2**16, n).astype(np.uint16), rng.integers(0, 2**16, n).astype(np.uint16)
     mults = tuple(int(k) * 2 + 1 for k in rng.integers(0, 2**63, 3))
-    words = conntable.key_words(proto, a, pa, b, pb)
+    words = connindex.key_words(proto, a, pa, b, pb)
     want = [(int(x) | int(y) << 32 | int(z) << 48 | 0x40 << 56, int(u) | int(v) << 32 | 0x40 << 56)
             for x, y, z, u, v in zip(a, pa, proto, b, pb)]
     assert words.tolist() == [list(w) for w in want]
-    got = conntable.key_hash_words(words[:, 0], words[:, 1], mults).tolist()
-    assert got == [conntable.key_hash_one(x, y, mults) for x, y in want]
+    got = connindex.key_hash_words(words[:, 0], words[:, 1], mults).tolist()
+    assert got == [connindex.key_hash_one(x, y, mults) for x, y in want]
     # read as complex128, words compare equal exactly when they are equal (never NaN)
     as_complex = words.view(np.complex128).ravel()
     assert np.isfinite(as_complex).all()
