@@ -379,9 +379,9 @@ class Engine:
 
     def remove_ids(self, ids: np.ndarray) -> None:
         """Unbind and delete entries (connections or templates). The only way entries leave
-        the table (ConnTable removes nothing on its own): the fast path's memos rely on it."""
+        the table (ConnTable removes nothing on its own): fastmemo's LookupMemo relies on it."""
         ids = np.asarray(ids, np.int64)
-        self.fast.forget(ids)
+        self.fast.memo.forget(ids)
         self.acct.unbind(ids)
         self.templates.on_remove(ids)
         self.traced[ids] = False

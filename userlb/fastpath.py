@@ -6,10 +6,10 @@ direction (client → VIP found in the IN index, real server → client in the O
 index), and does for it exactly what Engine's vector path does, with struct and
 Python ints instead of numpy column operations: parse.py's validity rules (one
 struct read of a 20-byte IP header and the L4 ports, flags and checksum),
-ConnTable's scalar lookups (remembered per connection, see FastPath.__init__),
-the TCP state table, `expires`, the active/inactive moves and per-server
-statistics (accounting.py), ASSURED templates (persist.Templates.assure), the
-sync dirty mark, and nat.py's rewrite with RFC 1624 checksums, written straight
+ConnTable's scalar lookups (remembered per connection with the rewrite's sums in
+fastmemo.LookupMemo), the TCP state table, `expires`, the active/inactive moves and
+per-server statistics (accounting.py), ASSURED templates (persist.Templates.assure),
+the sync dirty mark, and nat.py's rewrite with RFC 1624 checksums, written straight
 into the batch rows. Same bytes, same state, same counters;
 tests/property/test_fastpath_equivalence.py holds it to that.
 
@@ -20,29 +20,10 @@ port delta).
 What it does not do: anything else. New connections, ICMP, malformed frames,
 pure SYNs to a VIP (connection reuse), DEST_GONE, traced connections, UDP sent
 without a checksum (nat.py fills one in) and misses of either index go to the
-vector path, which assigns their drop reasons, schedules and traces.
-
-Why a prefix, and when splitting is safe. The vector path handles a batch as a
-whole: the inbound lookups all run before any insert or reuse removal, the
-outbound ones after them, schedulers read the counters as they were when the
-batch began, and make_room may expire or evict before any packet advances.
-Frames taken one at a time can therefore come out differently (an ACK ahead of
-its SYN in one batch finds the connection the SYN makes; alone it does not). So
-the fast path takes the longest eligible prefix and hands the rest, as one
-sub-batch, to the vector path, and only when that provably equals the vector
-path on the whole batch:
-  1. the prefix inserts and removes nothing, so every lookup sees the same keys;
-  2. no prefix packet moves a connection across the active/inactive line (the
-     rest's schedulers read those counters); the prefix stops before one that would;
-  3. the table has room for two inserts (connection + template) per remaining
-     frame, so make_room neither expires nor evicts;
-  4. no remaining UDP frame or TCP frame with SYN set comes from the client endpoint
-     of a prefix connection, so no SYN reuses a prefix connection and no new
-     connection shares an OUT key with one.
-Otherwise the whole batch goes to the vector path. A batch whose frames are all
-eligible is done here alone: with no insert or removal, one-at-a-time is the
-batch semantics (per-connection arrival order; counter sums commute). Batches
-larger than FAST_SPLIT_MAX are never split: done here whole, or in the vector path.
+vector path, which assigns their drop reasons, schedules and traces. A batch of
+both kinds is split (the longest eligible prefix here, the rest there) only where
+fastsplit.py shows it equals the vector path on the whole batch; otherwise all of it
+goes there. Nor does it keep what the lookups found: fastmemo.LookupMemo does.
 
 Mirrors: the hit paths of ip_vs_in_hook / handle_response, set_tcp_state, and
 ip_vs_nat_xmit's tcp/udp dnat/snat handlers, as engine.py does.
@@ -56,6 +37,8 @@ import numpy as np
 
 from userlb import tcpstate
 from userlb.conntable import CONN_F_INACTIVE
+from userlb.fastmemo import LookupMemo
+from userlb.fastsplit import BACKOFF_MAX, FAST_SPLIT_MAX, split_ok
 from userlb.persist import ASSURED
 from userlb.services import IPPROTO_TCP, IPPROTO_UDP
 
@@ -65,16 +48,6 @@ batch. From `userlb bench engine` and the same batches with each path forced (92
 TCP and 64-byte UDP of established flows): this path costs ~1.9-2.0 µs/packet at any
 batch size from 8 up (~3.7-4 at 1), the vector path 7.5 / 4.2 / 2.6 at 64 / 128 / 256
 (its fixed cost per call is a few hundred µs, its cost per extra packet ~1 µs)."""
-
-FAST_SPLIT_MAX = 64
-"""Batches larger than this are done here whole or not at all: a prefix here and the
-rest in the vector path costs more than the vector path on the whole batch from about
-128 frames (the vector path's cost per extra packet is below this path's). After such
-a batch falls back, the next 1, 2, 4 ... up to _BACKOFF_MAX batches that large go
-straight to the vector path, so that traffic with a new flow in every batch wastes
-little parsing; a batch done here whole resets that."""
-
-_BACKOFF_MAX = 32
 
 # The common frame, a 20-byte IPv4 header and the first 18 bytes of TCP (or UDP's 8),
 # in one read: the header as 16-bit words (version + IHL + TOS, total length, id, flags
@@ -93,7 +66,6 @@ _IHL_WORDS = {ihl: struct.Struct(f"!{ihl // 2}H") for ihl in range(20, 61, 4)}
 _FRAG_BITS = 0x3FFF                     # RFC 791: MF | fragment offset
 _TCP_SYN_ACK_RST, _TCP_SYN = 0x16, 0x02
 _TCP_CSUM_AT, _UDP_CSUM_AT = 16, 6      # checksum offsets in the L4 header
-_MEMO_MAX = 1 << 16                     # entries per lookup memo before it starts afresh
 
 
 def _next_tcp_table() -> list[list[list[int]]]:
@@ -147,24 +119,10 @@ class FastPath:
         self._lookup_in, self._lookup_out = engine.table.lookup_in_one, engine.table.lookup_out_one
         self._state, self._flags, self._expires = v["state"], v["flags"], v["expires"]
         self._dest, self._service = v["dest"], v["service"]
-        self._daddr, self._dport, self._vaddr, self._vport = (v[n] for n in ("daddr", "dport",
-                                                                              "vaddr", "vport"))
-        # Lookups remembered per live connection, filled on first use and dropped by
-        # forget() when the entry leaves the table: its IN key → (id, inbound NAT), its
-        # OUT key → id, its outbound NAT, and the reverse maps id → key. A NAT is (new
-        # address, new port, address delta, address + port delta), the RFC 1624 sums of
-        # the rewrite; all come from key columns, which stay as they are while the entry
-        # lives. IN keys of live entries are unique, so a remembered IN hit stays right
-        # for as long as its entry lives. OUT keys need not be (two services may share a
-        # real server), and an insert may put an equal key ahead in the probe order or
-        # rebuild the index, so the OUT memo starts afresh after any insert
-        # (len(table) + engine.removed counts them).
-        self._memo: dict[tuple, tuple] = {}
-        self._memo_key: dict[int, tuple] = {}
-        self._out_memo: dict[tuple, int] = {}
-        self._out_key: dict[int, tuple] = {}
-        self._nat_out: dict[int, tuple] = {}
-        self._inserts = -1
+        # lookups and rewrite sums per live connection; its dicts are bound once, below
+        self.memo = memo = LookupMemo(v)
+        self._remember, self._remember_out = memo.remember_in, memo.remember_out
+        self._valid_out_hits, self._nat_of = memo.valid_out_hits, memo.nat_of
         self.split_max = FAST_SPLIT_MAX
         self._skip = self._backoff = 0     # large batches to leave to the vector path; next
                                            # time (FAST_SPLIT_MAX)
@@ -178,7 +136,7 @@ class FastPath:
         self._verdict = Verdict
         # what the two loops of process() use, bound in one load each (the arrays behind
         # the views and the dicts are never rebound)
-        self._plan_refs = (_HDR.unpack_from, self._memo, self._nat_out, self._dest,
+        self._plan_refs = (_HDR.unpack_from, memo.in_hits, memo.nat_out, self._dest,
                            self._traced)
         self._commit_refs = (self._state, self._flags, self._expires, self._dest, self._service,
                              self._dirty, self._control, self._dest_cache, _NAT.pack_into,
@@ -195,11 +153,11 @@ class FastPath:
         A plan is (off, ihl, proto, total, tcp_flags, inbound, conn, ip_csum, l4_csum,
         saddr, daddr, sport, dport, partial, length, nat, udp_len); `partial`: the TUN
         flagged the row NEEDS_CSUM (offload; nat.py's CHECKSUM_PARTIAL rule); `nat`: see
-        _nat_of. The checks are parse.py's
-        for rows that come out OK as TCP/UDP, on the one read of _HDR: IPv4 with a
-        20-byte header (others go field by field through _plan_any) whose header words
-        sum to 0 modulo 0xFFFF (RFC 1071 verify: 2**16 = 1 modulo 0xFFFF, so each 32-bit
-        address counts as its two halves; with version 4 the sum is never 0)."""
+        LookupMemo.nat_of. The checks are parse.py's for rows that come out OK as
+        TCP/UDP, on the one read of _HDR: IPv4 with a 20-byte header (others go field
+        by field through _plan_any) whose header words sum to 0 modulo 0xFFFF (RFC 1071
+        verify: 2**16 = 1 modulo 0xFFFF, so each 32-bit address counts as its two
+        halves; with version 4 the sum is never 0)."""
         eng = self.engine
         n = batch.count
         whole = n > self.split_max
@@ -220,8 +178,8 @@ class FastPath:
         if snaplen < _HDR_BYTES:
             self._plans_any(plans, buf, n, snaplen, lengths, partial)
         else:
-            hdr, memo, nat_out, dest, traced = self._plan_refs
-            vips, out_memo = self._vips, None
+            hdr, in_hits, nat_out, dest, traced = self._plan_refs
+            vips, out_hits = self._vips, None
             for row in range(n):
                 off = row * snaplen
                 length = lengths[row]
@@ -256,7 +214,7 @@ class FastPath:
                     break
                 key = (proto, saddr, sport, daddr, dport)
                 if inbound:                            # ConnTable.lookup_in_one, memoised
-                    hit = memo.get(key)
+                    hit = in_hits.get(key)
                     if hit is None:
                         hit = self._remember(key, self._lookup_in(proto, saddr, sport, daddr,
                                                                   dport))
@@ -264,9 +222,9 @@ class FastPath:
                             break
                     c, nat = hit
                 else:                                  # ConnTable.lookup_out_one, memoised
-                    if out_memo is None:
-                        out_memo = self._valid_out_memo()
-                    c = out_memo.get(key)
+                    if out_hits is None:
+                        out_hits = self._valid_out_hits(len(eng.table) + eng.removed)
+                    c = out_hits.get(key)
                     if c is None:
                         c = self._remember_out(key, self._lookup_out(proto, saddr, sport, daddr,
                                                                      dport))
@@ -279,9 +237,11 @@ class FastPath:
                               saddr, daddr, sport, dport, partial[row] & 1, length, nat,
                               seq >> 16))
         k = len(plans)
-        if k < n and (k == 0 or whole or not self._split_ok(batch, plans, k, n)):
+        if k < n and (k == 0 or whole or not split_ok(
+                eng.table, batch, {(p[9], p[11]) if p[5] else (p[10], p[12]) for p in plans},
+                k, n)):
             if whole:
-                self._skip = self._backoff = min(2 * self._backoff or 1, _BACKOFF_MAX)
+                self._skip = self._backoff = min(2 * self._backoff or 1, BACKOFF_MAX)
             return eng.process_vector(batch, now)
         if whole:
             self._backoff = 0
@@ -302,7 +262,7 @@ class FastPath:
             was_active = not f & CONN_F_INACTIVE
             moves = _ACTIVE[new] != was_active
             if moves and k < n:
-                break          # condition 2: the rest goes to the vector path
+                break          # fastsplit's condition 2: the rest goes to the vector path
             # engine._advance for one packet: state, dirty mark, expires, ASSURED template
             state[c] = new
             if new != old:
@@ -326,7 +286,7 @@ class FastPath:
                 cflags[c] = (f | CONN_F_INACTIVE) if was_active else (f & _ACTIVE_MASK)
                 active[d] += delta
                 inactive[d] -= delta
-            # nat.rewrite_dst / rewrite_src with the sums of _nat_of
+            # nat.rewrite_dst / rewrite_src with the sums of LookupMemo.nat_of
             if inbound:
                 inpkts[d] += 1
                 inbytes[d] += total
@@ -383,74 +343,6 @@ class FastPath:
         if eng.timeout_of is not self._timeout_src:
             self._timeout_src, self._timeouts = eng.timeout_of, eng.timeout_of.tolist()
 
-    def _remember(self, key: tuple, c: int) -> tuple | None:
-        """Memoise an IN lookup's hit (c >= 0) with its inbound NAT; None for a miss."""
-        if c < 0:
-            return None
-        memo = self._memo
-        if len(memo) >= _MEMO_MAX:
-            memo.clear()
-            self._memo_key.clear()
-        hit = memo[key] = (c, self._nat_of(c, True))
-        self._memo_key[c] = key
-        return hit
-
-    def _valid_out_memo(self) -> dict:
-        """The OUT memo, emptied first if an entry went into the table since last time."""
-        inserts = len(self.engine.table) + self.engine.removed
-        if inserts != self._inserts:
-            self._out_memo.clear()
-            self._out_key.clear()
-            self._inserts = inserts
-        return self._out_memo
-
-    def _remember_out(self, key: tuple, c: int) -> int:
-        """Memoise an OUT lookup's hit (c >= 0); returns c."""
-        if c >= 0:
-            out_memo = self._out_memo
-            if len(out_memo) >= _MEMO_MAX:
-                out_memo.clear()
-                self._out_key.clear()
-            out_memo[key] = c
-            self._out_key[c] = key
-        return c
-
-    def _nat_of(self, c: int, inbound: bool) -> tuple:
-        """Connection c's rewrite: (new address, new port, m, m_l4) with RFC 1624 eqn 3,
-        HC' = ~(~HC + ~old + new), summed over the changed 16-bit words: m over the
-        address (the IP header checksum, and the L4 one through the pseudo-header), m_l4
-        over the address and the port. Inbound packets go VIP:vport → server:dport, replies
-        server:dport → VIP:vport (the lookups found them by those very fields)."""
-        vaddr, vport, daddr, dport = self._vaddr[c], self._vport[c], self._daddr[c], self._dport[c]
-        old_addr, old_port, new_addr, new_port = ((vaddr, vport, daddr, dport) if inbound
-                                                  else (daddr, dport, vaddr, vport))
-        m = 0x1FFFE - (old_addr >> 16) - (old_addr & 0xFFFF) + (new_addr >> 16) \
-            + (new_addr & 0xFFFF)
-        nat = (new_addr, new_port, m, m + 0xFFFF - old_port + new_port)
-        if not inbound:
-            nat_out = self._nat_out
-            if len(nat_out) >= _MEMO_MAX:
-                nat_out.clear()
-            nat_out[c] = nat
-        return nat
-
-    def forget(self, ids) -> None:
-        """Entries `ids` left the table (Engine.remove_ids, the only way out): drop what
-        is remembered of them, so that an id reused by another connection is looked up."""
-        memo, memo_key, out_memo, out_key, nat_out = (self._memo, self._memo_key,
-                                                      self._out_memo, self._out_key,
-                                                      self._nat_out)
-        if not (memo_key or out_key or nat_out):
-            return
-        for c in ids.tolist():
-            key = memo_key.pop(c, None)
-            if key is not None:
-                del memo[key]
-            key = out_key.pop(c, None)
-            if key is not None:
-                del out_memo[key]
-            nat_out.pop(c, None)
-
     def _plans_any(self, plans, buf, n: int, snaplen: int, lengths, partial) -> None:
         """The plans of rows too narrow for _HDR, field by field."""
         for row in range(n):
@@ -499,29 +391,6 @@ class FastPath:
             return None
         return (off, ihl, proto, total, tcp_flags, inbound, c, ip_csum, l4_csum, saddr, daddr,
                 sport, dport, partial, length, self._nat_of(c, inbound), udp_len)
-
-    def _split_ok(self, batch, plans, k: int, n: int) -> bool:
-        """Conditions 3 and 4 of the module docstring for frames k..n-1. For 4, only a
-        frame that could open or reuse a connection counts: UDP, or TCP with SYN set."""
-        t = self.engine.table
-        if t.capacity - len(t) < 2 * (n - k):
-            return False
-        buf = batch.buf
-        snaplen = buf.shape[1]
-        clients = {(p[9], p[11]) if p[5] else (p[10], p[12]) for p in plans}
-        for row in range(k, n):
-            off, length = row * snaplen, int(batch.length[row])
-            if length < 20:
-                continue
-            vihl, _, _, proto, _, saddr, _ = _IP.unpack_from(buf, off)
-            ihl = (vihl & 0x0F) << 2
-            if ihl < 20 or ihl + 4 > length or proto not in (IPPROTO_TCP, IPPROTO_UDP):
-                continue                          # the vector path drops or passes it
-            if (saddr, _U16.unpack_from(buf, off + ihl)[0]) not in clients:
-                continue
-            if proto == IPPROTO_UDP or ihl + 14 > length or buf[row, ihl + 13] & _TCP_SYN:
-                return False
-        return True
 
     def _dest_views(self, svc: int) -> tuple:
         """(inpkts array, memoryviews of activeconns, inactconns, inpkts, inbytes, outpkts,

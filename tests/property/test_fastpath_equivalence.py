@@ -15,7 +15,7 @@ and sync clearing the dirty marks. Most frames are drawn from the live
 connections so that long fast prefixes occur. Deterministic cases follow for
 what a random walk reaches rarely: each parser rule on a live connection's frame,
 a UDP checksum that comes out 0, and each condition under which a batch may be
-split between the two paths (fastpath.py's docstring). Each was checked to fail
+split between the two paths (fastsplit.py's docstring). Each was checked to fail
 when the fast path leaves the rule out.
 """
 
@@ -434,7 +434,7 @@ def test_syn_reusing_a_connection_the_prefix_touched():
     _both(pair, [b, tcp(CLIENTS[0], VIP1, 1000, 80, 0x02)], 3.0)
 
 
-# -- the fast path's lookup memos (fastpath.FastPath._memo, _out_memo) ------------------
+# -- the fast path's lookup memo (fastmemo.LookupMemo: in_hits, out_hits) ---------------
 SHARED_SERVER = (VirtualService("tcp", VIP1, 80, "rr", (RealServer(R1, 8080),)),
                  VirtualService("tcp", VIP2, 80, "rr", (RealServer(R1, 8080),)))
 
