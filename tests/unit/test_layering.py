@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = ["userlb/parse.py", "userlb/checksum.py", "userlb/nat.py", "userlb/icmp.py",
-        "userlb/conntable.py", "userlb/tcpstate.py", "userlb/services.py", "userlb/engine.py",
+        "userlb/conntable.py", "userlb/connindex.py", "userlb/tcpstate.py", "userlb/services.py",
+        "userlb/engine.py",
         "userlb/fastpath.py", "userlb/fastmemo.py", "userlb/fastsplit.py",
         "userlb/accounting.py", "userlb/related.py", "userlb/classify.py", "userlb/runtime.py",
         "userlb/config.py", "userlb/configcheck.py", "userlb/configdiff.py",
