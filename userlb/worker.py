@@ -152,8 +152,12 @@ class DataPath(threading.Thread):
             return None
 
     def counters(self) -> dict:
+        """What `userlb show stats` reports under "datapath"; read_rearms and read_errors
+        count io_uring's multishot READs (submitted; ended by an error), 0 with "read"."""
         return {"batches": self.batches, "frames": self.frames, "engine_errors": self.errors,
-                "write_failures": self.write_failures}
+                "write_failures": self.write_failures,
+                "read_rearms": getattr(self.io, "rearms", 0),
+                "read_errors": getattr(self.io, "read_errors", 0)}
 
 
 class Workers:

@@ -13,6 +13,7 @@ import collections
 
 import pytest
 
+from userlb import ctlclient
 from userlb.lab import ECHO_PORT, VIP, Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.tun]
@@ -38,6 +39,12 @@ def test_balancer_forwards_with_io_mode(name):
         assert status == 200 and body == bytes(5_000_000)
         for i, (peer, _, echoed) in enumerate(lab.udp_echo(5)):
             assert peer == (VIP, ECHO_PORT) and echoed == b"hello %d" % i
+        datapath = ctlclient.request(balancer.ctl_path, "stats")["datapath"]
+        if "read" in name:                     # no io_uring, no multishot READ to count
+            assert (datapath["read_rearms"], datapath["read_errors"]) == (0, 0)
+        else:                                  # one READ per worker at least, none failed
+            assert datapath["read_rearms"] >= len(expected_logs)
+            assert datapath["read_errors"] == 0
         log = balancer.log()
         for line in expected_logs:
             assert line in log, log
