@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 
 import pytest
 
@@ -31,16 +30,17 @@ def tun_counters_once_all_arrived(lab, before: dict, sent: int, timeout_s: float
     With the reader stopped the queue holds at most TUN_TXQUEUELEN frames (counted in
     tx_packets only when read), so all have arrived once that many fewer than were sent
     were dropped and the count holds still over two more reads 20 ms apart."""
-    deadline = time.monotonic() + timeout_s
-    last, same = None, 0
-    while time.monotonic() < deadline:
-        now = in_namespace(lab.router_ns, tun_counters, "ulb0")
-        same = same + 1 if now == last else 0
-        if now["tx_dropped"] - before["tx_dropped"] >= sent - TUN_TXQUEUELEN and same >= 2:
-            return now
-        last = now
-        time.sleep(0.02)
-    raise AssertionError(f"not every datagram reached the TUN within {timeout_s} s: {last}")
+    reads: list[dict] = []
+
+    def settled() -> bool:
+        reads.append(in_namespace(lab.router_ns, tun_counters, "ulb0"))
+        now = reads[-1]
+        return (now["tx_dropped"] - before["tx_dropped"] >= sent - TUN_TXQUEUELEN
+                and reads[-3:] == [now] * 3)
+
+    assert lab.wait_until(settled, timeout_s), \
+        f"not every datagram reached the TUN within {timeout_s} s: {reads[-1]}"
+    return reads[-1]
 
 
 def test_full_tun_queue_drops_are_counted_and_the_queue_is_bounded():
