@@ -5,8 +5,8 @@ A DataPath thread owns one TUN queue. It waits on the queue and a wake-up eventf
 the kernel allows, else poll(2) + read-until-EAGAIN), calls engine.process(batch, now)
 once per batch read, hands the verdict's rows back to the I/O to write, and runs
 engine.expire() when a deadline has passed (the deadline is re-read at most every
-DEADLINE_RECHECK_S, after control calls and after each expiry). The control plane never touches the
-engine directly: call(fn) queues fn to run on the first worker between batches and
+DEADLINE_RECHECK_S, after control calls and after each expiry). The control plane
+never touches the engine directly: call(fn) queues fn to run on the first worker between batches and
 returns a concurrent Future, so control changes land between batches (no per-packet
 asyncio callbacks, spec/perf.md). An exception from the engine is logged and counted
 and the batch's frames are dropped; the thread keeps running.
@@ -112,10 +112,11 @@ class DataPath(threading.Thread):
                 checked = -DEADLINE_RECHECK_S
             if self.primary and clock() >= deadline:
                 with lock:
-                    now = clock()
-                    if engine.next_deadline() <= now:
+                    now = checked = clock()
+                    deadline = engine.next_deadline()
+                    if deadline <= now:      # else the copy was stale: one pass, no expiry
                         self._guard(engine.expire, now)
-                    deadline, checked = engine.next_deadline(), now
+                        deadline = engine.next_deadline()
 
     def _run_calls(self) -> bool:
         """Queued control calls (the I/O drains the wake eventfd when it fires); whether
