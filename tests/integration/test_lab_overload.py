@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,14 @@ from userlb.netns import in_namespace
 pytestmark = [pytest.mark.root, pytest.mark.tun]
 
 BATCH = 256
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` in the stopped state: SIGSTOP takes effect asynchronously,
+    and a data-path thread woken by the first datagram could still read a batch."""
+    task = Path(f"/proc/{pid}/task")
+    return all((t / "stat").read_text().rpartition(")")[2].split()[0] in ("T", "t")
+               for t in task.iterdir())
 
 
 def tun_counters_once_all_arrived(lab, before: dict, sent: int, timeout_s: float = 10.0) -> dict:
@@ -57,6 +66,7 @@ def test_full_tun_queue_drops_are_counted_and_the_queue_is_bounded():
         sock = lab.client_socket(socket.SOCK_DGRAM)
         balancer.proc.send_signal(signal.SIGSTOP)
         try:
+            assert lab.wait_until(lambda: all_threads_stopped(balancer.proc.pid), 5.0)
             for i in range(sent):
                 sock.sendto(i.to_bytes(4, "big"), (VIP, ECHO_PORT))
             stopped = tun_counters_once_all_arrived(lab, before["tun"], sent)
